@@ -1,0 +1,355 @@
+#include "batcher/batcher.h"
+
+#include <algorithm>
+#include <exception>
+#include <map>
+#include <set>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+
+namespace vocoder::batcher {
+
+double BatcherStats::mean_batch_size() const {
+  int64_t jobs = 0;
+  for (auto [size, n] : batch_sizes) jobs += size * n;
+  return batches > 0 ? double(jobs) / double(batches) : 0.0;
+}
+
+double BatcherStats::padding_waste() const {
+  return padded_tokens > 0 ? 1.0 - double(real_tokens) / double(padded_tokens) : 0.0;
+}
+
+absl::Status Validate(const BatcherOptions& o) {
+  auto bad = [](const char* field, const auto& why) {
+    return absl::InvalidArgumentError(absl::StrCat(field, " ", why));
+  };
+  if (o.max_batch_size <= 0) {
+    return bad("max_batch_size", absl::StrCat("must be positive; was ", o.max_batch_size));
+  }
+  if (o.max_batch_tokens < 0) {
+    return bad("max_batch_tokens", absl::StrCat("must be >= 0 (0 = none); was ", o.max_batch_tokens));
+  }
+  if (!(o.early_fire_fraction > 0 && o.early_fire_fraction <= 1)) {
+    return bad("early_fire_fraction", absl::StrCat("must be in (0, 1]; was ", o.early_fire_fraction));
+  }
+  if (o.idle_grace.count() < 0) return bad("idle_grace", "must be >= 0");
+  if (o.max_wait.count() <= 0) return bad("max_wait", "must be positive");
+  if (!(o.max_padding_waste >= 0 && o.max_padding_waste < 1)) {
+    return bad("max_padding_waste", absl::StrCat("must be in [0, 1); was ", o.max_padding_waste));
+  }
+  if (o.max_queue_jobs <= 0) {
+    return bad("max_queue_jobs", absl::StrCat("must be positive; was ", o.max_queue_jobs));
+  }
+  if (o.initial_batch_cost.count() < 0 || o.initial_cost_per_token.count() < 0) {
+    return bad("initial_batch_cost", "and initial_cost_per_token must be >= 0");
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<Batcher>> Batcher::Create(const BatcherOptions& options, Deps deps) {
+  if (auto s = Validate(options); !s.ok()) return s;
+  std::unique_ptr<Batcher> b(new Batcher(options, deps));
+  b->thread_ = std::thread([raw = b.get()] { raw->Loop(); });
+  return b;
+}
+
+Batcher::Batcher(const BatcherOptions& options, Deps deps)
+    : options_(options),
+      clock_(deps.clock),
+      runner_(deps.runner),
+      observer_(deps.observer),
+      cost_(options.initial_batch_cost, options.initial_cost_per_token) {}
+
+Batcher::~Batcher() { Shutdown(); }
+
+absl::Status Batcher::Submit(std::unique_ptr<Job>* job) {
+  if (job == nullptr || *job == nullptr) return absl::InvalidArgumentError("Submit: null job");
+  submitting_.fetch_add(1, std::memory_order_seq_cst);
+  if (stopping_.load(std::memory_order_seq_cst)) {
+    submitting_.fetch_sub(1, std::memory_order_seq_cst);
+    rejected_stopping_.fetch_add(1, std::memory_order_relaxed);
+    if (observer_ != nullptr) observer_->OnReject(RejectReason::kShuttingDown);
+    return absl::UnavailableError("vocoder is shutting down; retry on another replica");
+  }
+  const int64_t before = queued_.fetch_add(1, std::memory_order_relaxed);
+  if (before >= options_.max_queue_jobs) {
+    queued_.fetch_sub(1, std::memory_order_relaxed);
+    submitting_.fetch_sub(1, std::memory_order_seq_cst);
+    rejected_full_.fetch_add(1, std::memory_order_relaxed);
+    if (observer_ != nullptr) observer_->OnReject(RejectReason::kQueueFull);
+    return absl::ResourceExhaustedError(
+        absl::StrCat("vocoder queue is full (", options_.max_queue_jobs,
+                     " jobs queued, --max-queue-jobs); retry after a short backoff"));
+  }
+  Job* raw = job->release();
+  raw->enqueued_ = clock_.Now();
+  raw->node_.job = raw;
+  queue_.Push(&raw->node_);
+  submitted_.fetch_add(1, std::memory_order_relaxed);
+  submitting_.fetch_sub(1, std::memory_order_seq_cst);
+  wakeup_.Notify();
+  return absl::OkStatus();
+}
+
+void Batcher::StreamOpened() { active_streams_.fetch_add(1, std::memory_order_relaxed); }
+
+void Batcher::StreamClosed() {
+  active_streams_.fetch_sub(1, std::memory_order_seq_cst);
+  wakeup_.Notify();  // fewer streams can make all_ready true
+}
+
+void Batcher::Shutdown(ShutdownMode mode) {
+  absl::MutexLock lock(&shutdown_mu_);
+  if (!thread_.joinable()) return;
+  shutdown_mode_.store(mode, std::memory_order_relaxed);
+  stopping_.store(true, std::memory_order_seq_cst);
+  wakeup_.Wake();
+  thread_.join();
+}
+
+BatcherStats Batcher::stats() const {
+  BatcherStats s;
+  {
+    absl::MutexLock lock(&stats_mu_);
+    s = stats_;
+  }
+  s.submitted = submitted_.load(std::memory_order_relaxed);
+  s.rejected_queue_full = rejected_full_.load(std::memory_order_relaxed);
+  s.rejected_shutting_down = rejected_stopping_.load(std::memory_order_relaxed);
+  s.queue_depth = queue_depth();
+  return s;
+}
+
+void Batcher::PullSubmitted() {
+  while (!queue_.Empty()) {
+    MpscNode* node = queue_.Pop();
+    if (node == nullptr) continue;  // a push is half done; it completes within instructions
+    Job* job = static_cast<Job::Node*>(node)->job;
+    last_arrival_ = std::max(last_arrival_, job->enqueued());
+    pending_.push_back(job);
+  }
+}
+
+void Batcher::Settle(Job* job, const absl::Status& status, const BatchInfo& info,
+                     JobOutcome outcome) {
+  // Stats first: whoever observes the completion also sees it counted.
+  {
+    absl::MutexLock lock(&stats_mu_);
+    switch (outcome) {
+      case JobOutcome::kOk:
+        ++stats_.completed_ok;
+        break;
+      case JobOutcome::kError:
+        ++stats_.failed;
+        break;
+      case JobOutcome::kExpired:
+        ++stats_.expired;
+        break;
+      case JobOutcome::kCancelled:
+        ++stats_.cancelled;
+        break;
+      case JobOutcome::kShutdown:
+        ++stats_.shutdown;
+        break;
+    }
+    stats_.queue_wait_total += info.queue_wait;
+    stats_.queue_wait_max = std::max(stats_.queue_wait_max, info.queue_wait);
+  }
+  if (observer_ != nullptr) observer_->OnJobDone(outcome, info.queue_wait);
+  job->Complete(status, info);
+  delete job;
+}
+
+void Batcher::RemovePending(const std::vector<Job*>& jobs) {
+  const std::set<Job*> gone(jobs.begin(), jobs.end());
+  std::erase_if(pending_, [&](Job* j) { return gone.count(j) > 0; });
+  queued_.fetch_sub(static_cast<int64_t>(jobs.size()), std::memory_order_relaxed);
+}
+
+void Batcher::SweepPending(TimePoint now) {
+  std::vector<Job*> dead;
+  for (Job* j : pending_) {
+    if (j->cancelled() || j->deadline() <= now) dead.push_back(j);
+  }
+  if (dead.empty()) return;
+  RemovePending(dead);
+  for (Job* j : dead) {
+    BatchInfo info;
+    info.queue_wait = now - j->enqueued();
+    if (j->cancelled()) {
+      Settle(j, absl::CancelledError("stream cancelled before its chunk reached the GPU"), info,
+             JobOutcome::kCancelled);
+    } else {
+      Settle(j, absl::DeadlineExceededError("deadline passed while the chunk was queued"), info,
+             JobOutcome::kExpired);
+    }
+  }
+}
+
+QueueView Batcher::BuildView(std::vector<std::vector<Job*>>& group_jobs) const {
+  QueueView view;
+  view.active_streams = active_streams_.load(std::memory_order_relaxed);
+  view.last_arrival = last_arrival_;
+  std::map<BatchKey, int> index;
+  std::set<uint64_t> seen_streams;
+  for (Job* j : pending_) {
+    if (!seen_streams.insert(j->stream_id()).second) continue;  // not the stream's head
+    BatchKey key = j->key();
+    if (options_.grouping == Grouping::kMixed) key.voice = Fingerprint{};
+    auto [it, inserted] = index.emplace(key, static_cast<int>(view.groups.size()));
+    if (inserted) {
+      view.groups.push_back(GroupView{key, {}});
+      group_jobs.emplace_back();
+    }
+    view.groups[it->second].jobs.push_back(
+        PendingJob{j->stream_id(), j->enqueued(), j->deadline(), j->cost()});
+    group_jobs[it->second].push_back(j);
+  }
+  return view;
+}
+
+void Batcher::RunBatch(std::vector<Job*> jobs, Trigger trigger, bool allow_bisect) {
+  const TimePoint start = clock_.Now();
+  absl::Status status;
+  try {
+    status = runner_.Run(absl::MakeConstSpan(jobs));
+  } catch (const std::exception& e) {
+    status = absl::InternalError(absl::StrCat("model runner threw: ", e.what()));
+  } catch (...) {
+    status = absl::InternalError("model runner threw a non-standard exception");
+  }
+  const TimePoint end = clock_.Now();
+
+  int64_t longest = 0;
+  int64_t real = 0;
+  for (Job* j : jobs) {
+    longest = std::max(longest, j->cost());
+    real += j->cost();
+  }
+  const int64_t padded = longest * static_cast<int64_t>(jobs.size());
+  if (status.ok()) cost_.Observe(padded, end - start);
+
+  BatchRecord record{trigger, static_cast<int>(jobs.size()), options_.max_batch_size, padded, real,
+                     end - start, status.ok()};
+  {
+    absl::MutexLock lock(&stats_mu_);
+    ++stats_.batches;
+    ++stats_.batches_by_trigger[static_cast<int>(trigger)];
+    ++stats_.batch_sizes[record.size];
+    stats_.padded_tokens += padded;
+    stats_.real_tokens += real;
+    stats_.compute_total += record.compute;
+  }
+  if (observer_ != nullptr) {
+    observer_->OnBatch(record);
+    observer_->OnBusy(end - start);
+  }
+
+  if (!status.ok() && allow_bisect && jobs.size() > 1) {
+    // Isolate a poison job: each half runs once more, without further bisection.
+    const auto mid = jobs.begin() + static_cast<std::ptrdiff_t>(jobs.size() / 2);
+    std::vector<Job*> left(jobs.begin(), mid);
+    std::vector<Job*> right(mid, jobs.end());
+    RunBatch(std::move(left), trigger, false);
+    RunBatch(std::move(right), trigger, false);
+    return;
+  }
+  for (Job* j : jobs) {
+    BatchInfo info{start - j->enqueued(), end - start, static_cast<int>(jobs.size()), trigger};
+    Settle(j, status, info, status.ok() ? JobOutcome::kOk : JobOutcome::kError);
+  }
+}
+
+void Batcher::RunPlan(const Decision& decision, const std::vector<std::vector<Job*>>& group_jobs) {
+  std::vector<std::vector<Job*>> batches;
+  std::set<int> groups;
+  for (const PlannedBatch& pb : decision.batches) {
+    std::vector<Job*> jobs;
+    for (int i : pb.jobs) jobs.push_back(group_jobs[pb.group][i]);
+    groups.insert(pb.group);
+    batches.push_back(std::move(jobs));
+  }
+  for (const auto& b : batches) RemovePending(b);
+  if (observer_ != nullptr) observer_->OnQueueDepth(queue_depth());
+  {
+    absl::MutexLock lock(&stats_mu_);
+    ++stats_.groups_per_drain[static_cast<int>(groups.size())];
+  }
+  if (observer_ != nullptr) {
+    observer_->OnDrain(static_cast<int>(groups.size()), static_cast<int>(batches.size()));
+  }
+  for (auto& b : batches) RunBatch(std::move(b), decision.trigger, options_.bisect_failures);
+}
+
+bool Batcher::IdleForExit() const {
+  return pending_.empty() && queue_.Empty() && submitting_.load(std::memory_order_seq_cst) == 0;
+}
+
+void Batcher::Loop() {
+  runner_.OnThreadStart();
+  while (true) {
+    PullSubmitted();
+    const TimePoint now = clock_.Now();
+    SweepPending(now);
+    const bool stopping = stopping_.load(std::memory_order_seq_cst);
+
+    if (pending_.empty()) {
+      if (stopping) {
+        if (IdleForExit()) break;
+        std::this_thread::yield();  // a Submit is between its checks; it lands at once
+        continue;
+      }
+      const Wakeup::Token token = wakeup_.PrepareWait();
+      if (!queue_.Empty() || stopping_.load(std::memory_order_seq_cst)) {
+        wakeup_.CancelWait();
+        continue;
+      }
+      clock_.SleepUntil(kNever, wakeup_, token);
+      continue;
+    }
+
+    std::vector<std::vector<Job*>> group_jobs;
+    const QueueView view = BuildView(group_jobs);
+    if (stopping) {
+      Decision drain = Decide(view, now, options_, cost_);
+      if (shutdown_mode_.load(std::memory_order_relaxed) == ShutdownMode::kRunQueued) {
+        // Whatever the policy says, run everything now.
+        std::vector<PlannedBatch> all;
+        for (int g = 0; g < static_cast<int>(view.groups.size()); ++g) {
+          auto planned = PlanGroup(view.groups[g], g, options_);
+          all.insert(all.end(), planned.begin(), planned.end());
+        }
+        drain.run = true;
+        drain.trigger = Trigger::kDrain;
+        drain.batches = std::move(all);
+        RunPlan(drain, group_jobs);
+      } else {
+        std::vector<Job*> all = pending_;
+        RemovePending(all);
+        for (Job* j : all) {
+          BatchInfo info;
+          info.queue_wait = now - j->enqueued();
+          Settle(j, absl::UnavailableError("vocoder shut down before this chunk ran"), info,
+                 JobOutcome::kShutdown);
+        }
+      }
+      continue;
+    }
+
+    const Decision decision = Decide(view, now, options_, cost_);
+    if (decision.run) {
+      RunPlan(decision, group_jobs);
+      continue;
+    }
+    const Wakeup::Token token = wakeup_.PrepareWait();
+    if (!queue_.Empty() || stopping_.load(std::memory_order_seq_cst) ||
+        view.active_streams != active_streams_.load(std::memory_order_seq_cst)) {
+      wakeup_.CancelWait();
+      continue;
+    }
+    clock_.SleepUntil(decision.wait_until, wakeup_, token);
+  }
+}
+
+}  // namespace vocoder::batcher

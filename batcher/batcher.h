@@ -1,0 +1,144 @@
+// Batcher: many submitting threads, one dedicated GPU thread.
+//
+// PARAMETERS AND BEHAVIOR
+// Streaming handlers Submit() jobs from any thread; Submit never takes a lock
+// (wait-free push onto an intrusive MPSC queue, then a lock-free doorbell) and
+// never blocks. The GPU thread moves queued jobs into its own pending list,
+// completes expired ones (DeadlineExceeded) and cancelled ones (Cancelled)
+// before they reach the GPU, and asks the pure policy (policy.h) whether to run
+// now or sleep until a time. When a trigger fires, every stream's head job is
+// planned into batches (groups with the earliest deadline first; within a
+// group, longest first, split by max_batch_size, max_batch_tokens and
+// max_padding_waste), each batch goes to BatchRunner::Run, and each job is
+// completed exactly once.
+//
+// Grouping: jobs group by BatchKey, i.e. by the content fingerprint of their
+// voice (voice mode) and always by `compat` (n_timesteps). Never by identity.
+//
+// Failure: a batch whose Run fails fails only its own jobs; with
+// bisect_failures a batch of several jobs is retried once as two halves, so a
+// poison job takes down only its half. Exceptions from the runner become
+// Internal errors. Shutdown runs (or fails with Unavailable) what is queued:
+// nothing is left hanging.
+//
+// THREADS
+// Submit, StreamOpened/StreamClosed, stats and queue_depth are thread-safe.
+// BatchRunner::Run and Job::Complete run on the GPU thread only.
+#ifndef VOCODER_BATCHER_BATCHER_H_
+#define VOCODER_BATCHER_BATCHER_H_
+
+#include <atomic>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/types/span.h"
+#include "batcher/clock.h"
+#include "batcher/cost_model.h"
+#include "batcher/job.h"
+#include "batcher/mpsc_queue.h"
+#include "batcher/options.h"
+#include "batcher/policy.h"
+#include "batcher/stats.h"
+
+namespace vocoder::batcher {
+
+// Implemented by the model runner (tests: fakes). Called on the GPU thread.
+class BatchRunner {
+ public:
+  virtual ~BatchRunner() = default;
+  // Once, on the GPU thread, before any Run (e.g. select the CUDA device).
+  virtual void OnThreadStart() {}
+  // Runs every job of the batch and stores each one's output in the job (the
+  // runner knows the Job subclass). A non-OK status fails the whole batch.
+  // All jobs share compat; in voice mode they also share the voice.
+  virtual absl::Status Run(absl::Span<Job* const> jobs) = 0;
+};
+
+class Batcher {
+ public:
+  struct Deps {
+    Clock& clock;
+    BatchRunner& runner;
+    BatcherObserver* observer = nullptr;  // optional; must outlive the batcher
+  };
+  enum class ShutdownMode {
+    kRunQueued,   // run what is queued (trigger "drain"), then stop
+    kFailQueued,  // complete what is queued with Unavailable
+  };
+
+  // Validates `options` (InvalidArgument naming the field) and starts the GPU
+  // thread. `deps` must outlive the batcher.
+  static absl::StatusOr<std::unique_ptr<Batcher>> Create(const BatcherOptions& options, Deps deps);
+
+  // Shuts down with kRunQueued if Shutdown was not called.
+  ~Batcher();
+  Batcher(const Batcher&) = delete;
+  Batcher& operator=(const Batcher&) = delete;
+
+  // Thread-safe; lock-free; returns quickly without blocking. Takes ownership
+  // iff it returns OK (then *job is null and the job will be completed exactly
+  // once). Errors: ResourceExhausted (max_queue_jobs queued; retry later),
+  // Unavailable (shutting down), InvalidArgument (null job).
+  absl::Status Submit(std::unique_ptr<Job>* job);
+
+  // Thread-safe. The server reports open streams so the all_ready trigger
+  // knows when nothing more can arrive.
+  void StreamOpened();
+  void StreamClosed();
+
+  // Thread-safe, blocking: stops accepting, settles queued jobs per `mode`,
+  // joins the GPU thread. Idempotent.
+  void Shutdown(ShutdownMode mode = ShutdownMode::kRunQueued);
+
+  BatcherStats stats() const;
+  int64_t queue_depth() const { return queued_.load(std::memory_order_relaxed); }
+  const BatcherOptions& options() const { return options_; }
+
+ private:
+  Batcher(const BatcherOptions& options, Deps deps);
+  void Loop();
+  void PullSubmitted();
+  void SweepPending(TimePoint now);
+  QueueView BuildView(std::vector<std::vector<Job*>>& group_jobs) const;
+  void RunPlan(const Decision& decision, const std::vector<std::vector<Job*>>& group_jobs);
+  void RunBatch(std::vector<Job*> jobs, Trigger trigger, bool allow_bisect);
+  void Settle(Job* job, const absl::Status& status, const BatchInfo& info, JobOutcome outcome);
+  void RemovePending(const std::vector<Job*>& jobs);
+  bool IdleForExit() const;
+
+  const BatcherOptions options_;
+  Clock& clock_;
+  BatchRunner& runner_;
+  BatcherObserver* const observer_;
+
+  // Producer side.
+  MpscQueue queue_;
+  Wakeup wakeup_;
+  std::atomic<int64_t> queued_{0};
+  std::atomic<int> submitting_{0};
+  std::atomic<bool> stopping_{false};
+  std::atomic<int> active_streams_{0};
+  std::atomic<int64_t> submitted_{0};
+  std::atomic<int64_t> rejected_full_{0};
+  std::atomic<int64_t> rejected_stopping_{0};
+  std::atomic<ShutdownMode> shutdown_mode_{ShutdownMode::kRunQueued};
+
+  // GPU thread only.
+  std::vector<Job*> pending_;  // arrival order
+  TimePoint last_arrival_{};
+  CostModel cost_;
+
+  mutable absl::Mutex stats_mu_;
+  BatcherStats stats_ ABSL_GUARDED_BY(stats_mu_);
+
+  absl::Mutex shutdown_mu_;
+  std::thread thread_;
+};
+
+}  // namespace vocoder::batcher
+
+#endif  // VOCODER_BATCHER_BATCHER_H_

@@ -1,0 +1,34 @@
+# LibTorch comes from the project virtualenv's PyPI torch wheel (see
+# requirements.txt). The wheel is a CUDA 13.0 build, so its CMake config also
+# needs the CUDA toolkit (/usr/local/cuda); no GPU is needed to build or to run
+# on CPU.
+set(VOCODER_PYTHON "${CMAKE_SOURCE_DIR}/.venv/bin/python" CACHE FILEPATH
+    "Python of the virtualenv that holds torch")
+if(NOT EXISTS "${VOCODER_PYTHON}")
+  message(FATAL_ERROR "No Python at ${VOCODER_PYTHON}: run scripts/deps first "
+                      "(or set -DVOCODER_PYTHON=/path/to/venv/bin/python)")
+endif()
+execute_process(
+  COMMAND "${VOCODER_PYTHON}" -c "import torch.utils; print(torch.utils.cmake_prefix_path)"
+  OUTPUT_VARIABLE TORCH_CMAKE_PREFIX OUTPUT_STRIP_TRAILING_WHITESPACE
+  RESULT_VARIABLE torch_rc)
+if(NOT torch_rc EQUAL 0)
+  message(FATAL_ERROR "${VOCODER_PYTHON} cannot import torch: run scripts/deps")
+endif()
+list(APPEND CMAKE_PREFIX_PATH "${TORCH_CMAKE_PREFIX}")
+
+if(NOT DEFINED CUDAToolkit_ROOT AND EXISTS /usr/local/cuda)
+  set(CUDAToolkit_ROOT /usr/local/cuda)
+endif()
+if(NOT DEFINED CMAKE_CUDA_COMPILER AND EXISTS /usr/local/cuda/bin/nvcc)
+  set(CMAKE_CUDA_COMPILER /usr/local/cuda/bin/nvcc)
+endif()
+# Kernels are never compiled from this project; the arch list only silences
+# torch's detection, which would otherwise probe for a GPU.
+if(NOT DEFINED ENV{TORCH_CUDA_ARCH_LIST})
+  set(ENV{TORCH_CUDA_ARCH_LIST} "9.0")
+endif()
+find_package(Torch CONFIG REQUIRED)
+message(STATUS "LibTorch ${Torch_VERSION} from ${TORCH_CMAKE_PREFIX}")
+# Torch's config adds its ABI flag globally through TORCH_CXX_FLAGS; the
+# project links torch only from model/.
