@@ -28,10 +28,12 @@ absl::Status Validate(const BatcherOptions& o) {
     return bad("max_batch_size", absl::StrCat("must be positive; was ", o.max_batch_size));
   }
   if (o.max_batch_tokens < 0) {
-    return bad("max_batch_tokens", absl::StrCat("must be >= 0 (0 = none); was ", o.max_batch_tokens));
+    return bad("max_batch_tokens",
+               absl::StrCat("must be >= 0 (0 = none); was ", o.max_batch_tokens));
   }
   if (!(o.early_fire_fraction > 0 && o.early_fire_fraction <= 1)) {
-    return bad("early_fire_fraction", absl::StrCat("must be in (0, 1]; was ", o.early_fire_fraction));
+    return bad("early_fire_fraction",
+               absl::StrCat("must be in (0, 1]; was ", o.early_fire_fraction));
   }
   if (o.idle_grace.count() < 0) return bad("idle_grace", "must be >= 0");
   if (o.max_wait.count() <= 0) return bad("max_wait", "must be positive");
@@ -100,7 +102,7 @@ void Batcher::StreamClosed() {
 }
 
 void Batcher::Shutdown(ShutdownMode mode) {
-  absl::MutexLock lock(&shutdown_mu_);
+  std::lock_guard lock(shutdown_mu_);
   if (!thread_.joinable()) return;
   shutdown_mode_.store(mode, std::memory_order_relaxed);
   stopping_.store(true, std::memory_order_seq_cst);
@@ -111,7 +113,7 @@ void Batcher::Shutdown(ShutdownMode mode) {
 BatcherStats Batcher::stats() const {
   BatcherStats s;
   {
-    absl::MutexLock lock(&stats_mu_);
+    std::lock_guard lock(stats_mu_);
     s = stats_;
   }
   s.submitted = submitted_.load(std::memory_order_relaxed);
@@ -135,7 +137,7 @@ void Batcher::Settle(Job* job, const absl::Status& status, const BatchInfo& info
                      JobOutcome outcome) {
   // Stats first: whoever observes the completion also sees it counted.
   {
-    absl::MutexLock lock(&stats_mu_);
+    std::lock_guard lock(stats_mu_);
     switch (outcome) {
       case JobOutcome::kOk:
         ++stats_.completed_ok;
@@ -230,10 +232,11 @@ void Batcher::RunBatch(std::vector<Job*> jobs, Trigger trigger, bool allow_bisec
   const int64_t padded = longest * static_cast<int64_t>(jobs.size());
   if (status.ok()) cost_.Observe(padded, end - start);
 
-  BatchRecord record{trigger, static_cast<int>(jobs.size()), options_.max_batch_size, padded, real,
-                     end - start, status.ok()};
+  BatchRecord record{
+      trigger,    static_cast<int>(jobs.size()), options_.max_batch_size, padded, real, end - start,
+      status.ok()};
   {
-    absl::MutexLock lock(&stats_mu_);
+    std::lock_guard lock(stats_mu_);
     ++stats_.batches;
     ++stats_.batches_by_trigger[static_cast<int>(trigger)];
     ++stats_.batch_sizes[record.size];
@@ -273,7 +276,7 @@ void Batcher::RunPlan(const Decision& decision, const std::vector<std::vector<Jo
   for (const auto& b : batches) RemovePending(b);
   if (observer_ != nullptr) observer_->OnQueueDepth(queue_depth());
   {
-    absl::MutexLock lock(&stats_mu_);
+    std::lock_guard lock(stats_mu_);
     ++stats_.groups_per_drain[static_cast<int>(groups.size())];
   }
   if (observer_ != nullptr) {

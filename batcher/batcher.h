@@ -29,12 +29,12 @@
 
 #include <atomic>
 #include <memory>
+#include <mutex>
 #include <thread>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/types/span.h"
 #include "batcher/clock.h"
 #include "batcher/cost_model.h"
@@ -132,10 +132,12 @@ class Batcher {
   TimePoint last_arrival_{};
   CostModel cost_;
 
-  mutable absl::Mutex stats_mu_;
+  // std::mutex rather than absl::Mutex: Debian's Abseil is not built with
+  // TSan annotations, so TSan could not see absl::Mutex's synchronization.
+  mutable std::mutex stats_mu_;
   BatcherStats stats_ ABSL_GUARDED_BY(stats_mu_);
 
-  absl::Mutex shutdown_mu_;
+  std::mutex shutdown_mu_;
   std::thread thread_;
 };
 

@@ -53,13 +53,13 @@ class Cancellation {
 
 // How a job's batch went, for the job's completion (server timing fields).
 enum class Trigger : uint8_t {
-  kFull,       // max_batch_size jobs or max_batch_tokens reached
-  kNearFull,   // fill >= early_fire_fraction
-  kAllReady,   // every active stream has a job waiting
-  kIdle,       // no arrival for idle_grace while the GPU is idle
-  kMaxWait,    // the oldest job waited max_wait
-  kDeadline,   // earliest deadline minus predicted run time reached
-  kDrain,      // shutdown flushes what is queued
+  kFull,      // max_batch_size jobs or max_batch_tokens reached
+  kNearFull,  // fill >= early_fire_fraction
+  kAllReady,  // every active stream has a job waiting
+  kIdle,      // no arrival for idle_grace while the GPU is idle
+  kMaxWait,   // the oldest job waited max_wait
+  kDeadline,  // earliest deadline minus predicted run time reached
+  kDrain,     // shutdown flushes what is queued
 };
 inline constexpr int kNumTriggers = 7;
 const char* TriggerName(Trigger trigger);

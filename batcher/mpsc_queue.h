@@ -61,9 +61,7 @@ class MpscQueue {
 
   // Consumer only. True when no node is queued or being pushed. seq_cst so it
   // pairs with the eventcount in clock.h.
-  bool Empty() const {
-    return tail_ == &stub_ && head_.load(std::memory_order_seq_cst) == &stub_;
-  }
+  bool Empty() const { return tail_ == &stub_ && head_.load(std::memory_order_seq_cst) == &stub_; }
 
  private:
   void PushNode(MpscNode* node) {

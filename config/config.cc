@@ -57,7 +57,8 @@ std::vector<Binding> Bind(CLI::App* app, Config& c) {
       "Send GOAWAY after this many seconds so clients rebalance (0 = never)");
   add("Model", "model-dir", &Config::model_dir, "Exported model directory (manifest.json)");
   add("Model", "device", &Config::device, "Device: cpu or cuda:N");
-  add("Model", "voices-dir", &Config::voices_dir, "Voices loaded at start (default <model-dir>/voices)");
+  add("Model", "voices-dir", &Config::voices_dir,
+      "Voices loaded at start (default <model-dir>/voices)");
   add("Batcher", "max-batch-size", &Config::max_batch_size,
       "Jobs per batch (the GPU sees twice as many rows: CFG)");
   add("Batcher", "max-batch-tokens", &Config::max_batch_tokens,
@@ -145,7 +146,8 @@ absl::Status Validate(const Config& c) {
                    absl::StrCat("must be in (0, 1]; was ", c.early_fire_fraction));
   }
   if (!(c.max_padding_waste >= 0.0 && c.max_padding_waste < 1.0)) {
-    return Invalid("max-padding-waste", absl::StrCat("must be in [0, 1); was ", c.max_padding_waste));
+    return Invalid("max-padding-waste",
+                   absl::StrCat("must be in [0, 1); was ", c.max_padding_waste));
   }
   if (c.grouping != "voice" && c.grouping != "mixed") {
     return Invalid("grouping", absl::StrCat("must be voice or mixed; was '", c.grouping, "'"));
@@ -164,10 +166,11 @@ absl::Status Validate(const Config& c) {
 
 absl::StatusOr<ParseResult> ParseConfig(int argc, const char* const* argv) {
   ParseResult result;
-  CLI::App app{"vocoderd: streaming S3Gen vocoder over gRPC.\n"
-               "Every flag --foo-bar can also be set by VOCODERD_FOO_BAR or in the --config file.\n"
-               "Precedence: flag > environment > config file > default.",
-               "vocoderd"};
+  CLI::App app{
+      "vocoderd: streaming S3Gen vocoder over gRPC.\n"
+      "Every flag --foo-bar can also be set by VOCODERD_FOO_BAR or in the --config file.\n"
+      "Precedence: flag > environment > config file > default.",
+      "vocoderd"};
   app.option_defaults()->always_capture_default()->multi_option_policy(
       CLI::MultiOptionPolicy::TakeLast);
   app.set_config("--config", "", "Read flags from a TOML or INI file")

@@ -13,8 +13,8 @@ absl::StatusOr<Device> ParseDevice(absl::string_view text) {
   if (text == "cpu") return Device{};
   constexpr absl::string_view kCuda = "cuda:";
   int index = -1;
-  if (text.substr(0, kCuda.size()) == kCuda && absl::SimpleAtoi(text.substr(kCuda.size()), &index) &&
-      index >= 0) {
+  if (text.substr(0, kCuda.size()) == kCuda &&
+      absl::SimpleAtoi(text.substr(kCuda.size()), &index) && index >= 0) {
     return Device{Device::Kind::kCuda, index};
   }
   return absl::InvalidArgumentError(

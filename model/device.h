@@ -5,9 +5,9 @@
 #define VOCODER_MODEL_DEVICE_H_
 
 #include <string>
-#include "absl/strings/string_view.h"
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 
 namespace vocoder::model {
 

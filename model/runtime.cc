@@ -24,23 +24,23 @@ absl::Status CheckDevice(const Device& device) {
   if (!device.is_cuda()) return absl::OkStatus();
   const RuntimeInfo info = GetRuntimeInfo();
   if (!info.cuda_available || info.cuda_device_count == 0) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "device ", device.ToString(), " requested but CUDA is not available (torch ",
-        info.torch_version, ", CUDA build '", info.cuda_build,
-        "', no usable GPU or driver); use --device cpu"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("device ", device.ToString(), " requested but CUDA is not available (torch ",
+                     info.torch_version, ", CUDA build '", info.cuda_build,
+                     "', no usable GPU or driver); use --device cpu"));
   }
   if (device.index >= info.cuda_device_count) {
-    return absl::FailedPreconditionError(absl::StrCat("device ", device.ToString(),
-                                                      " requested but only ", info.cuda_device_count,
-                                                      " CUDA device(s) are visible"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("device ", device.ToString(), " requested but only ", info.cuda_device_count,
+                     " CUDA device(s) are visible"));
   }
   return absl::OkStatus();
 }
 
 int64_t CudaMemoryAllocated(const Device& device) {
   if (!device.is_cuda() || !CheckDevice(device).ok()) return 0;
-  const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(
-      static_cast<c10::DeviceIndex>(device.index));
+  const auto stats =
+      c10::cuda::CUDACachingAllocator::getDeviceStats(static_cast<c10::DeviceIndex>(device.index));
   return stats.allocated_bytes[static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE)]
       .current;
 }

@@ -135,8 +135,8 @@ TEST_F(BatcherTest, GroupsVoicesByContentNotIdentity) {
   ASSERT_TRUE(Submit(3, 3, Voice("embedding-bytes-of-bob")).ok());
   ASSERT_TRUE(Submit(4, 4, Voice(alice, /*steps=*/5)).ok());  // same voice, other schedule
   log_.WaitForCompletions(4);
-  EXPECT_THAT(runner_.batches(), UnorderedElementsAre(UnorderedElementsAre(1, 2),
-                                                      ElementsAre(3), ElementsAre(4)));
+  EXPECT_THAT(runner_.batches(),
+              UnorderedElementsAre(UnorderedElementsAre(1, 2), ElementsAre(3), ElementsAre(4)));
   EXPECT_EQ(batcher_->stats().groups_per_drain.at(3), 1);
 }
 
@@ -149,8 +149,7 @@ TEST_F(BatcherTest, MixedModeSharesBatchesAcrossVoicesButNotSchedules) {
   ASSERT_TRUE(Submit(2, 2, Voice("bob")).ok());
   ASSERT_TRUE(Submit(3, 3, Voice("carol", 5)).ok());
   log_.WaitForCompletions(3);
-  EXPECT_THAT(runner_.batches(),
-              UnorderedElementsAre(UnorderedElementsAre(1, 2), ElementsAre(3)));
+  EXPECT_THAT(runner_.batches(), UnorderedElementsAre(UnorderedElementsAre(1, 2), ElementsAre(3)));
 }
 
 TEST_F(BatcherTest, ExpiresJobsBeforeTheGpu) {
@@ -212,8 +211,8 @@ TEST_F(BatcherTest, KeepsEachStreamsJobsInOrderAndApart) {
   ASSERT_TRUE(Submit(3, 1).ok());
   runner_.Release();
   log_.WaitForCompletions(4);
-  EXPECT_THAT(runner_.batches(), ElementsAre(ElementsAre(0), ElementsAre(1), ElementsAre(2),
-                                             ElementsAre(3)));
+  EXPECT_THAT(runner_.batches(),
+              ElementsAre(ElementsAre(0), ElementsAre(1), ElementsAre(2), ElementsAre(3)));
 }
 
 TEST_F(BatcherTest, RunnerFailureFailsOnlyThePoisonedHalf) {
@@ -315,11 +314,10 @@ TEST(BatcherChaosTest, EveryAcceptedJobCompletesExactlyOnce) {
     for (int i = 0; i < 2000; ++i) {
       if (i % 97 == 0) runner.Poison(i);
       auto cancel = std::make_shared<Cancellation>();
-      const TimePoint deadline =
-          rng() % 5 == 0 ? clock.Now() + microseconds(rng() % 200) : kNever;
-      std::unique_ptr<Job> job = std::make_unique<TestJob>(
-          i, static_cast<uint64_t>(i % 13), Voice(std::to_string(i % 3)), 1 + rng() % 50, &log,
-          deadline, cancel);
+      const TimePoint deadline = rng() % 5 == 0 ? clock.Now() + microseconds(rng() % 200) : kNever;
+      std::unique_ptr<Job> job =
+          std::make_unique<TestJob>(i, static_cast<uint64_t>(i % 13), Voice(std::to_string(i % 3)),
+                                    1 + rng() % 50, &log, deadline, cancel);
       if ((*b)->Submit(&job).ok()) accepted.insert(i);
       if (rng() % 4 == 0) cancel->Cancel();
       if (i == 1500) (*b)->Shutdown(mode);

@@ -158,7 +158,7 @@ TEST(PolicyTest, SplitsByLengthWhenPaddingWasteWouldExceedLimit) {
   o.max_padding_waste = 0.2;
   const auto batches = PlanGroup(g, 0, o);
   ASSERT_EQ(batches.size(), 2u);
-  EXPECT_THAT(batches[0].jobs, ElementsAre(1, 3));  // 100, 95
+  EXPECT_THAT(batches[0].jobs, ElementsAre(1, 3));     // 100, 95
   EXPECT_THAT(batches[1].jobs, ElementsAre(2, 4, 0));  // 12, 11, 10
   EXPECT_EQ(batches[0].padded_tokens, 200);
   EXPECT_EQ(batches[0].real_tokens, 195);

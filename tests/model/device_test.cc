@@ -23,8 +23,8 @@ TEST(DeviceTest, ParsesCpuAndCuda) {
 
 TEST(DeviceTest, RejectsMalformedNames) {
   for (const char* bad : {"", "gpu", "cuda", "cuda:", "cuda:-1", "cuda:x", "CPU"}) {
-    EXPECT_THAT(ParseDevice(bad), StatusIs(absl::StatusCode::kInvalidArgument,
-                                           HasSubstr("'cpu' or 'cuda:N'")))
+    EXPECT_THAT(ParseDevice(bad),
+                StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("'cpu' or 'cuda:N'")))
         << bad;
   }
 }
@@ -37,8 +37,8 @@ TEST(RuntimeTest, ReportsLinkedTorchAndChecksDevices) {
   EXPECT_TRUE(CheckDevice(Device{}).ok());
   EXPECT_EQ(CudaMemoryAllocated(Device{}), 0);
   const Device beyond{Device::Kind::kCuda, info.cuda_device_count};
-  EXPECT_THAT(CheckDevice(beyond), StatusIs(absl::StatusCode::kFailedPrecondition,
-                                            HasSubstr(beyond.ToString())));
+  EXPECT_THAT(CheckDevice(beyond),
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr(beyond.ToString())));
   if (info.cuda_available) {
     EXPECT_TRUE(CheckDevice(Device{Device::Kind::kCuda, 0}).ok());
     EXPECT_GE(CudaMemoryAllocated(Device{Device::Kind::kCuda, 0}), 0);

@@ -1,12 +1,14 @@
 // A manual clock for deterministic batcher tests: time moves only by
 // Advance(), which wakes a sleeper whose deadline has come. Tests synchronize
 // with the batcher's thread through WaitForSleeper(), never through sleeps.
+// (std::mutex, not absl::Mutex: TSan sees only the former; see batcher.h.)
 #ifndef VOCODER_TESTS_TESTING_FAKE_CLOCK_H_
 #define VOCODER_TESTS_TESTING_FAKE_CLOCK_H_
 
+#include <condition_variable>
 #include <map>
+#include <mutex>
 
-#include "absl/synchronization/mutex.h"
 #include "batcher/clock.h"
 
 namespace vocoder::testing {
@@ -17,25 +19,26 @@ class FakeClock final : public batcher::Clock {
   FakeClock() : now_(batcher::TimePoint(std::chrono::seconds(1000))) {}
 
   batcher::TimePoint Now() const override {
-    absl::MutexLock lock(&mu_);
+    std::lock_guard lock(mu_);
     return now_;
   }
 
   void SleepUntil(batcher::TimePoint deadline, batcher::Wakeup& wakeup,
                   batcher::Wakeup::Token token) override {
     {
-      absl::MutexLock lock(&mu_);
+      std::lock_guard lock(mu_);
       if (now_ >= deadline) return;
       sleepers_[&wakeup] = deadline;
       ++sleeps_;
     }
+    changed_.notify_all();
     wakeup.Wait(token, batcher::kNever);
-    absl::MutexLock lock(&mu_);
+    std::lock_guard lock(mu_);
     sleepers_.erase(&wakeup);
   }
 
   void Advance(batcher::Duration d) {
-    absl::MutexLock lock(&mu_);
+    std::lock_guard lock(mu_);
     now_ += d;
     for (auto& [wakeup, deadline] : sleepers_) {
       if (deadline <= now_) wakeup->Wake();
@@ -45,30 +48,24 @@ class FakeClock final : public batcher::Clock {
   // Blocks until a thread sleeps in SleepUntil with a finite deadline, having
   // started more than `after` sleeps in total; returns that deadline.
   batcher::TimePoint WaitForSleeper(int64_t after = 0) {
-    struct Args {
-      FakeClock* clock;
-      int64_t after;
-    } args{this, after};
-    absl::MutexLock lock(&mu_);
-    mu_.Await(absl::Condition(
-        +[](Args* a) ABSL_NO_THREAD_SAFETY_ANALYSIS {
-          return !a->clock->sleepers_.empty() && a->clock->sleeps_ > a->after &&
-                 a->clock->sleepers_.begin()->second != batcher::kNever;
-        },
-        &args));
+    std::unique_lock lock(mu_);
+    changed_.wait(lock, [&] {
+      return !sleepers_.empty() && sleeps_ > after && sleepers_.begin()->second != batcher::kNever;
+    });
     return sleepers_.begin()->second;
   }
 
   int64_t sleeps() const {
-    absl::MutexLock lock(&mu_);
+    std::lock_guard lock(mu_);
     return sleeps_;
   }
 
  private:
-  mutable absl::Mutex mu_;
-  batcher::TimePoint now_ ABSL_GUARDED_BY(mu_);
-  std::map<batcher::Wakeup*, batcher::TimePoint> sleepers_ ABSL_GUARDED_BY(mu_);
-  int64_t sleeps_ ABSL_GUARDED_BY(mu_) = 0;
+  mutable std::mutex mu_;
+  std::condition_variable changed_;
+  batcher::TimePoint now_;
+  std::map<batcher::Wakeup*, batcher::TimePoint> sleepers_;
+  int64_t sleeps_ = 0;
 };
 
 }  // namespace vocoder::testing

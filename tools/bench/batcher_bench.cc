@@ -2,16 +2,17 @@
 
 #include <algorithm>
 #include <atomic>
+#include <condition_variable>
 #include <cstdio>
 #include <fstream>
 #include <latch>
 #include <memory>
+#include <mutex>
 #include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "absl/synchronization/notification.h"
 #include "batcher/batcher.h"
 
 namespace vocoder::bench {
@@ -22,6 +23,27 @@ using batcher::BatcherOptions;
 using batcher::Job;
 using batcher::SteadyClock;
 using batcher::TimePoint;
+
+// A one-shot event on std::mutex (TSan-visible, unlike Debian's absl::Mutex).
+class Notification {
+ public:
+  // Notifies under the lock: the waiter may destroy this object as soon as
+  // it sees done_.
+  void Notify() {
+    std::lock_guard lock(mu_);
+    done_ = true;
+    cv_.notify_all();
+  }
+  void WaitForNotification() {
+    std::unique_lock lock(mu_);
+    cv_.wait(lock, [&] { return done_; });
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool done_ = false;
+};
 
 double Us(batcher::Duration d) { return std::chrono::duration<double, std::micro>(d).count(); }
 
@@ -36,7 +58,7 @@ double Percentile(std::vector<double> v, double p) {
 class BenchJob final : public Job {
  public:
   BenchJob(uint64_t stream, batcher::Fingerprint voice, std::atomic<int64_t>* done,
-           absl::Notification* notify = nullptr)
+           Notification* notify = nullptr)
       : Job(batcher::BatchKey{voice, 10}, stream, 60, batcher::kNever, nullptr),
         done_(done),
         notify_(notify) {}
@@ -53,7 +75,7 @@ class BenchJob final : public Job {
 
  private:
   std::atomic<int64_t>* done_;
-  absl::Notification* notify_;
+  Notification* notify_;
 };
 
 class SleepRunner final : public batcher::BatchRunner {
@@ -84,7 +106,7 @@ Lone LoneStream(double compute_ms, int iterations, bool announce_stream) {
   std::atomic<int64_t> done{0};
   std::vector<double> lat;
   for (int i = 0; i < iterations; ++i) {
-    absl::Notification n;
+    Notification n;
     double sink = 0;
     auto job = std::make_unique<BenchJob>(1, batcher::Fingerprint{}, &done, &n);
     job->sink = &sink;
@@ -109,7 +131,8 @@ double SubmitCostNs(int n) {
   std::vector<std::unique_ptr<Job>> jobs;
   jobs.reserve(n);
   for (int i = 0; i < n; ++i) {
-    jobs.push_back(std::make_unique<BenchJob>(static_cast<uint64_t>(i), batcher::Fingerprint{}, &done));
+    jobs.push_back(
+        std::make_unique<BenchJob>(static_cast<uint64_t>(i), batcher::Fingerprint{}, &done));
   }
   const auto t0 = SteadyClock::now();
   for (auto& j : jobs) {
@@ -144,8 +167,8 @@ Throughput QueueThroughput(int producers, int total, double fixed_ms, double per
     threads.emplace_back([&, p] {
       start.arrive_and_wait();
       for (int i = 0; i < per; ++i) {
-        std::unique_ptr<Job> j =
-            std::make_unique<BenchJob>(static_cast<uint64_t>(p * per + i), batcher::Fingerprint{}, &done);
+        std::unique_ptr<Job> j = std::make_unique<BenchJob>(static_cast<uint64_t>(p * per + i),
+                                                            batcher::Fingerprint{}, &done);
         while (!(*b)->Submit(&j).ok()) std::this_thread::yield();
       }
     });
@@ -184,7 +207,7 @@ Grouping GroupingLoop(batcher::Grouping grouping, int streams, int voices, doubl
       const std::string voice = absl::StrCat("voice-", s % voices);
       const auto fp = batcher::FingerprintBytes(voice.data(), voice.size());
       while (!stop.load()) {
-        absl::Notification n;
+        Notification n;
         double sink = 0;
         auto job = std::make_unique<BenchJob>(static_cast<uint64_t>(s), fp, &done, &n);
         job->sink = &sink;
@@ -242,9 +265,8 @@ int RunBatcherBench(const BatcherBenchOptions& opt) {
   }
 
   const double loop_s = opt.quick ? 0.5 : 3.0;
-  std::vector<Grouping> grouping = {
-      GroupingLoop(batcher::Grouping::kVoice, 32, 8, loop_s),
-      GroupingLoop(batcher::Grouping::kMixed, 32, 8, loop_s)};
+  std::vector<Grouping> grouping = {GroupingLoop(batcher::Grouping::kVoice, 32, 8, loop_s),
+                                    GroupingLoop(batcher::Grouping::kMixed, 32, 8, loop_s)};
   std::printf("grouping, 32 closed-loop streams over 8 voices, 5 ms + 0.33 ms/job runner\n");
   for (const auto& g : grouping) {
     std::printf("  %-6s %8.0f jobs/s  mean batch %5.1f  mean queue wait %6.2f ms\n", g.mode,
@@ -257,8 +279,10 @@ int RunBatcherBench(const BatcherBenchOptions& opt) {
     f << absl::StrFormat("  \"submit_ns\": %.1f,\n", submit_ns);
     f << absl::StrFormat("  \"lone_stream_dispatch_p50_us\": %.2f,\n", lone_noop.p50_us);
     f << absl::StrFormat("  \"lone_stream_dispatch_p99_us\": %.2f,\n", lone_noop.p99_us);
-    f << absl::StrFormat("  \"lone_stream_dispatch_sleep_runner_p50_us\": %.2f,\n", lone_sleep.p50_us);
-    f << absl::StrFormat("  \"lone_stream_dispatch_sleep_runner_p99_us\": %.2f,\n", lone_sleep.p99_us);
+    f << absl::StrFormat("  \"lone_stream_dispatch_sleep_runner_p50_us\": %.2f,\n",
+                         lone_sleep.p50_us);
+    f << absl::StrFormat("  \"lone_stream_dispatch_sleep_runner_p99_us\": %.2f,\n",
+                         lone_sleep.p99_us);
     f << absl::StrFormat("  \"lone_stream_unknown_count_p50_us\": %.2f,\n", lone_unknown.p50_us);
     f << absl::StrFormat("  \"compute_ms\": %.2f,\n", opt.compute_ms);
     auto rows = [&](const char* name, const std::vector<Throughput>& v) {
@@ -274,7 +298,8 @@ int RunBatcherBench(const BatcherBenchOptions& opt) {
     f << "  \"grouping\": [";
     for (size_t i = 0; i < grouping.size(); ++i) {
       f << absl::StrFormat(
-          "%s{\"mode\": \"%s\", \"jobs_per_s\": %.1f, \"mean_batch\": %.2f, \"mean_wait_ms\": %.3f}",
+          "%s{\"mode\": \"%s\", \"jobs_per_s\": %.1f, \"mean_batch\": %.2f, \"mean_wait_ms\": "
+          "%.3f}",
           i ? ", " : "", grouping[i].mode, grouping[i].jobs_per_s, grouping[i].mean_batch,
           grouping[i].mean_wait_ms);
     }

@@ -9,8 +9,9 @@ int main(int argc, char** argv) {
   CLI::App app{"vocoder-bench: vocoderd benchmarks (numbers on stdout, JSON on request)"};
   app.require_subcommand(1);
   vocoder::bench::BatcherBenchOptions b;
-  auto* batcher = app.add_subcommand("batcher", "Batcher overhead: submit cost, lone-stream "
-                                                "dispatch latency, queue throughput");
+  auto* batcher = app.add_subcommand("batcher",
+                                     "Batcher overhead: submit cost, lone-stream "
+                                     "dispatch latency, queue throughput");
   batcher->add_option("--json", b.json_path, "Write results as JSON to this file");
   batcher->add_option("--compute-ms", b.compute_ms, "Batch time of the sleeping runner");
   batcher->add_flag("--quick", b.quick, "Few iterations (smoke test)");
