@@ -277,6 +277,73 @@ TEST_F(BatcherTest, StreamClosingWakesAllReady) {
   EXPECT_EQ(log_.entries()[1][0].info.trigger, Trigger::kAllReady);
 }
 
+// Metrics see every decision: batches with their trigger and fill, drains
+// with their voice groups, each job's outcome, and rejections.
+class RecordingObserver final : public BatcherObserver {
+ public:
+  void OnReject(RejectReason r) override {
+    std::lock_guard lock(mu_);
+    rejects.push_back(r);
+  }
+  void OnJobDone(JobOutcome o, Duration) override {
+    std::lock_guard lock(mu_);
+    outcomes.push_back(o);
+  }
+  void OnBatch(const BatchRecord& b) override {
+    std::lock_guard lock(mu_);
+    batches.push_back(b);
+  }
+  void OnDrain(int groups, int n) override {
+    std::lock_guard lock(mu_);
+    drains.emplace_back(groups, n);
+  }
+  std::mutex mu_;
+  std::vector<RejectReason> rejects;
+  std::vector<JobOutcome> outcomes;
+  std::vector<BatchRecord> batches;
+  std::vector<std::pair<int, int>> drains;
+};
+
+TEST(BatcherObserverTest, SeesBatchesDrainsOutcomesAndRejections) {
+  FakeClock clock;
+  FakeRunner runner;
+  CompletionLog log;
+  RecordingObserver observer;
+  BatcherOptions o;
+  o.max_batch_size = 4;
+  o.max_queue_jobs = 3;
+  o.grouping = Grouping::kVoice;
+  auto b = Batcher::Create(o, {clock, runner, &observer});
+  ASSERT_TRUE(b.ok());
+  (*b)->StreamOpened();  // all_ready fires for any waiting job
+  runner.Block();
+  std::unique_ptr<Job> j1 = std::make_unique<TestJob>(1, 1, Voice("a"), 10, &log);
+  ASSERT_TRUE((*b)->Submit(&j1).ok());
+  runner.WaitForBatches(1);  // held on the GPU; the next three queue up
+  std::unique_ptr<Job> j2 = std::make_unique<TestJob>(2, 1, Voice("a"), 30, &log);
+  std::unique_ptr<Job> j3 = std::make_unique<TestJob>(3, 2, Voice("a"), 25, &log);
+  std::unique_ptr<Job> j4 = std::make_unique<TestJob>(4, 3, Voice("b"), 10, &log);
+  std::unique_ptr<Job> j5 = std::make_unique<TestJob>(5, 3, Voice("b"), 10, &log);
+  ASSERT_TRUE((*b)->Submit(&j2).ok());
+  ASSERT_TRUE((*b)->Submit(&j3).ok());
+  ASSERT_TRUE((*b)->Submit(&j4).ok());
+  EXPECT_FALSE((*b)->Submit(&j5).ok());  // max_queue_jobs = 3
+  runner.Release();
+  log.WaitForCompletions(4);
+  (*b)->Shutdown();
+  std::lock_guard lock(observer.mu_);
+  EXPECT_THAT(observer.rejects, ElementsAre(RejectReason::kQueueFull));
+  EXPECT_EQ(observer.outcomes.size(), 4u);
+  // Drain 1: job 1 alone. Drain 2: voice a {2, 3} and voice b {4}.
+  EXPECT_THAT(observer.drains, ElementsAre(std::pair(1, 1), std::pair(2, 2)));
+  ASSERT_EQ(observer.batches.size(), 3u);
+  EXPECT_EQ(observer.batches[1].size, 2);
+  EXPECT_EQ(observer.batches[1].padded_tokens, 60);  // 2 rows x 30
+  EXPECT_EQ(observer.batches[1].real_tokens, 55);
+  EXPECT_DOUBLE_EQ(observer.batches[1].fill_ratio(), 0.5);
+  EXPECT_EQ(observer.batches[1].trigger, Trigger::kAllReady);
+}
+
 TEST(BatcherOptionsTest, CreateRejectsInvalidOptionsNamingTheField) {
   FakeClock clock;
   FakeRunner runner;
