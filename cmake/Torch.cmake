@@ -32,3 +32,9 @@ find_package(Torch CONFIG REQUIRED)
 message(STATUS "LibTorch ${Torch_VERSION} from ${TORCH_CMAKE_PREFIX}")
 # Torch's config adds its ABI flag globally through TORCH_CXX_FLAGS; the
 # project links torch only from model/.
+
+# libtorch.so exports its own copy of std::filesystem (64 symbols). Whichever
+# DSO comes first in an executable's NEEDED list wins symbol lookup, and torch
+# comes before libstdc++ by default: std::filesystem::remove_all then ran
+# torch's copy and crashed. Put libstdc++ first in every link.
+add_link_options("LINKER:--push-state,--no-as-needed" "-lstdc++" "LINKER:--pop-state")

@@ -1,0 +1,139 @@
+#include "model/manifest.h"
+
+#include <openssl/evp.h>
+
+#include <filesystem>
+#include <fstream>
+#include <memory>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "nlohmann/json.hpp"
+
+namespace vocoder::model {
+namespace {
+
+using nlohmann::json;
+
+template <typename T>
+void Read(const json& j, const char* key, T& out) {
+  if (j.contains(key) && !j.at(key).is_null()) out = j.at(key).get<T>();
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> Sha256File(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot open ", path));
+  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
+  EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr);
+  std::vector<char> buf(1 << 20);
+  while (in) {
+    in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
+    EVP_DigestUpdate(ctx.get(), buf.data(), static_cast<size_t>(in.gcount()));
+  }
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  EVP_DigestFinal_ex(ctx.get(), digest, &len);
+  std::string hex;
+  for (unsigned int i = 0; i < len; ++i) absl::StrAppendFormat(&hex, "%02x", digest[i]);
+  return hex;
+}
+
+absl::StatusOr<Manifest> LoadManifest(const std::string& dir, bool verify_hashes) {
+  namespace fs = std::filesystem;
+  const std::string path = dir + "/manifest.json";
+  if (!fs::exists(path)) {
+    return absl::NotFoundError(absl::StrCat(
+        "no manifest.json in model directory '", dir,
+        "'; export one with tools/export_s3gen.py --random-init --seed 0 --size tiny --out ", dir));
+  }
+  json j;
+  try {
+    std::ifstream in(path);
+    j = json::parse(in);
+  } catch (const std::exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat(path, " is not valid JSON: ", e.what()));
+  }
+  Manifest m;
+  m.dir = dir;
+  try {
+    const std::string format = j.value("format", "");
+    if (format != kManifestFormat) {
+      return absl::InvalidArgumentError(absl::StrCat(path, ": format '", format,
+                                                     "' is not supported (want '", kManifestFormat,
+                                                     "'); re-export with this version's tool"));
+    }
+    Read(j, "size", m.size);
+    Read(j, "source", m.source);
+    Read(j, "device", m.device);
+    if (j.contains("dtypes")) {
+      Read(j["dtypes"], "encoder", m.encoder_dtype);
+      Read(j["dtypes"], "estimator", m.estimator_dtype);
+      Read(j["dtypes"], "hift", m.hift_dtype);
+    }
+    Read(j, "sample_rate", m.sample_rate);
+    Read(j, "samples_per_frame", m.samples_per_frame);
+    Read(j, "frames_per_token", m.frames_per_token);
+    Read(j, "token_vocab", m.token_vocab);
+    Read(j, "mel_bins", m.mel_bins);
+    Read(j, "spk_dim", m.spk_dim);
+    Read(j, "harmonics", m.harmonics);
+    Read(j, "n_timesteps", m.n_timesteps);
+    Read(j, "cfg_rate", m.cfg_rate);
+    Read(j, "t_schedule", m.t_schedule);
+    Read(j, "lookahead_frames", m.lookahead_frames);
+    Read(j, "max_positions", m.max_positions);
+    Read(j, "max_row_tokens", m.max_row_tokens);
+    Read(j, "flow_noise_frames", m.flow_noise_frames);
+    Read(j, "hift_noise_samples", m.hift_noise_samples);
+    Read(j, "torch_version", m.torch_version);
+    Read(j, "voices", m.voices);
+    Read(j, "golden", m.golden);
+    Read(j, "files", m.files);
+  } catch (const std::exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": malformed field: ", e.what()));
+  }
+  if (m.device != "cpu" && m.device != "cuda") {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": device must be 'cpu' or 'cuda'; was '", m.device, "'"));
+  }
+  if (m.t_schedule != "cosine") {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": t_schedule '", m.t_schedule, "' is not supported (only cosine)"));
+  }
+  if (m.samples_per_frame <= 0 || m.frames_per_token <= 0 || m.mel_bins <= 0 ||
+      m.n_timesteps <= 0 || m.flow_noise_frames <= 0 || m.hift_noise_samples <= 0) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": non-positive model constant"));
+  }
+  for (const char* required :
+       {"encoder.pt", "estimator.pt", "hift_source.pt", "hift_decode.pt", "buffers.pt"}) {
+    if (m.files.count(required) == 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ": 'files' does not list ", required, "; re-export the model"));
+    }
+  }
+  // Every file present first, so a missing file is named as missing even
+  // when another one is also corrupt.
+  for (const auto& [rel, sha] : m.files) {
+    const std::string file = m.Path(rel);
+    if (!fs::exists(file)) {
+      return absl::NotFoundError(
+          absl::StrCat("model file ", file, " listed in the manifest is missing"));
+    }
+  }
+  for (const auto& [rel, sha] : m.files) {
+    if (!verify_hashes) break;
+    const std::string file = m.Path(rel);
+    auto actual = Sha256File(file);
+    if (!actual.ok()) return actual.status();
+    if (*actual != sha) {
+      return absl::DataLossError(absl::StrCat("model file ", file, " has sha256 ", *actual,
+                                              " but the manifest says ", sha,
+                                              "; the file is corrupt or from another export"));
+    }
+  }
+  return m;
+}
+
+}  // namespace vocoder::model

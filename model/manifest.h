@@ -1,0 +1,62 @@
+// The exported model directory's manifest.json (docs/model-format.md): what
+// the traced files are, which device and dtypes they were traced for, and the
+// S3Gen constants the runner needs. No torch here.
+//
+// Thread-safety: LoadManifest is thread-safe; Manifest is a value.
+#ifndef VOCODER_MODEL_MANIFEST_H_
+#define VOCODER_MODEL_MANIFEST_H_
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace vocoder::model {
+
+inline constexpr char kManifestFormat[] = "vocoderd-s3gen/1";
+
+struct Manifest {
+  std::string dir;     // the model directory (absolute or as given)
+  std::string size;    // "tiny" | "full" | ...
+  std::string source;  // "random-init" | "checkpoint"
+  std::string device;  // "cpu" | "cuda": where the modules were traced
+  std::string encoder_dtype = "float32";
+  std::string estimator_dtype = "float32";
+  std::string hift_dtype = "float32";
+  int sample_rate = 24000;
+  int samples_per_frame = 480;
+  int frames_per_token = 2;
+  int token_vocab = 6561;
+  int mel_bins = 80;
+  int spk_dim = 192;
+  int harmonics = 9;
+  int n_timesteps = 10;
+  double cfg_rate = 0.7;
+  std::string t_schedule = "cosine";
+  int lookahead_frames = 6;
+  int max_positions = 5000;
+  int max_row_tokens = 2500;
+  int64_t flow_noise_frames = 15000;
+  int64_t hift_noise_samples = 240000;
+  std::string torch_version;
+  std::vector<std::string> voices;           // relative paths
+  std::string golden;                        // relative path of cases.json, "" if none
+  std::map<std::string, std::string> files;  // relative path -> sha256 hex
+
+  std::string Path(const std::string& relative) const { return dir + "/" + relative; }
+};
+
+// Reads and checks DIR/manifest.json: format, required files present and, if
+// `verify_hashes`, their sha256. NotFound when the directory or a file is
+// missing; DataLoss on a hash mismatch; InvalidArgument on a malformed or
+// incompatible manifest. Messages name the file and what to do.
+absl::StatusOr<Manifest> LoadManifest(const std::string& dir, bool verify_hashes = true);
+
+// Lowercase hex sha256 of a file's bytes.
+absl::StatusOr<std::string> Sha256File(const std::string& path);
+
+}  // namespace vocoder::model
+
+#endif  // VOCODER_MODEL_MANIFEST_H_

@@ -1,0 +1,90 @@
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+#include "model/vocoder.h"
+
+namespace vocoder::model {
+
+absl::Status ValidateVoice(const VoiceData& v, const Manifest& m) {
+  const size_t p = v.prompt_tokens.size();
+  if (p > static_cast<size_t>(kMaxPromptTokens)) {
+    return absl::InvalidArgumentError(absl::StrCat("voice prompt has ", p, " tokens; at most ",
+                                                   kMaxPromptTokens, " (10 s) are allowed"));
+  }
+  for (size_t i = 0; i < p; ++i) {
+    if (v.prompt_tokens[i] < 0 || v.prompt_tokens[i] >= m.token_vocab) {
+      return absl::InvalidArgumentError(absl::StrCat("voice prompt token ", i, " is ",
+                                                     v.prompt_tokens[i], "; ids must be in 0..",
+                                                     m.token_vocab - 1));
+    }
+  }
+  const size_t want_feat = p * static_cast<size_t>(m.frames_per_token * m.mel_bins);
+  if (v.prompt_feat.size() != want_feat) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "voice prompt_feat has ", v.prompt_feat.size(), " values; ", p, " prompt tokens need ",
+        m.frames_per_token * p, " frames x ", m.mel_bins, " mel bins = ", want_feat));
+  }
+  for (float x : v.prompt_feat) {
+    // Natural-log mel magnitudes: log(1e-5) = -11.5 at the floor.
+    if (!std::isfinite(x) || x < -30.0f || x > 30.0f) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "voice prompt_feat holds ", x, "; log-mel values must be finite and within [-30, 30]"));
+    }
+  }
+  if (v.embedding.size() != static_cast<size_t>(m.spk_dim)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("voice embedding has ", v.embedding.size(), " values; want ", m.spk_dim));
+  }
+  double norm = 0;
+  for (float x : v.embedding) {
+    if (!std::isfinite(x)) return absl::InvalidArgumentError("voice embedding is not finite");
+    norm += double(x) * x;
+  }
+  if (norm == 0) return absl::InvalidArgumentError("voice embedding is all zeros");
+  return absl::OkStatus();
+}
+
+absl::Status PrepareJob(VocodeJob& job, const Manifest& m) {
+  if (job.voice == nullptr) return absl::InvalidArgumentError("job has no voice");
+  std::erase_if(job.tokens, [](int64_t t) { return t == kSosToken || t == kEosToken; });
+  if (job.tokens.empty()) return absl::InvalidArgumentError("no speech tokens to vocode");
+  for (size_t i = 0; i < job.tokens.size(); ++i) {
+    if (job.tokens[i] < 0 || job.tokens[i] >= m.token_vocab) {
+      return absl::InvalidArgumentError(absl::StrCat("token ", i, " is ", job.tokens[i],
+                                                     "; speech token ids must be in 0..",
+                                                     m.token_vocab - 1));
+    }
+  }
+  const int64_t p = job.voice->prompt_tokens();
+  const int64_t n = static_cast<int64_t>(job.tokens.size());
+  if (p + n > m.max_row_tokens) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "prompt (", p, ") + tokens (", n, ") = ", p + n, " exceeds the model's position table (",
+        m.max_row_tokens, " tokens); send shorter chunks"));
+  }
+  if (job.context_tokens < 0 || job.context_tokens > n) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("context_tokens ", job.context_tokens, " is outside 0..", n));
+  }
+  const int64_t frames = m.frames_per_token * n - (job.finalize ? 0 : m.lookahead_frames) -
+                         m.frames_per_token * job.context_tokens;
+  if (frames <= 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        n, " tokens with ", job.context_tokens, " of context",
+        job.finalize ? "" : " and the 3-token lookahead held back", " leave no frame to emit"));
+  }
+  if (job.noise_offset < 0) return absl::InvalidArgumentError("noise_offset must be >= 0");
+  if (job.hift_phase[0] != 0.0f) {
+    return absl::InvalidArgumentError("hift_phase[0] (the fundamental) must be 0");
+  }
+  if (job.mel_cache.size() % static_cast<size_t>(m.mel_bins) != 0) {
+    return absl::InvalidArgumentError("mel_cache size is not a multiple of the mel bins");
+  }
+  const int64_t k = static_cast<int64_t>(job.mel_cache.size()) / m.mel_bins;
+  if (static_cast<int64_t>(job.source_cache.size()) > m.samples_per_frame * (k + frames)) {
+    return absl::InvalidArgumentError("source_cache is longer than the audio it would overwrite");
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace vocoder::model
