@@ -45,4 +45,17 @@ int64_t CudaMemoryAllocated(const Device& device) {
       .current;
 }
 
+int64_t CudaPeakMemory(const Device& device) {
+  if (!device.is_cuda() || !CheckDevice(device).ok()) return 0;
+  const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(
+      static_cast<c10::DeviceIndex>(device.index));
+  return stats.allocated_bytes[static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE)]
+      .peak;
+}
+
+void ResetCudaPeakMemory(const Device& device) {
+  if (!device.is_cuda() || !CheckDevice(device).ok()) return;
+  c10::cuda::CUDACachingAllocator::resetPeakStats(static_cast<c10::DeviceIndex>(device.index));
+}
+
 }  // namespace vocoder::model

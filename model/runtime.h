@@ -31,6 +31,10 @@ absl::Status CheckDevice(const Device& device);
 // CUDA is not available.
 int64_t CudaMemoryAllocated(const Device& device);
 
+// Peak bytes held by the caching allocator since the last reset; 0 on cpu.
+int64_t CudaPeakMemory(const Device& device);
+void ResetCudaPeakMemory(const Device& device);
+
 }  // namespace vocoder::model
 
 #endif  // VOCODER_MODEL_RUNTIME_H_

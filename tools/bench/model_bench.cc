@@ -1,0 +1,156 @@
+#include "tools/bench/model_bench.h"
+
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <random>
+
+#include "absl/strings/str_format.h"
+#include "model/device.h"
+#include "model/runtime.h"
+#include "model/vocoder.h"
+
+namespace vocoder::bench {
+namespace {
+
+double Quantile(std::vector<double> v, double q) {
+  std::sort(v.begin(), v.end());
+  const size_t i = std::min(v.size() - 1, static_cast<size_t>(q * static_cast<double>(v.size())));
+  return v[i];
+}
+
+// A synthetic voice with a prompt of `p` tokens: random ids, log-mel-like
+// values, a random x-vector. Cost depends on shapes, not on content.
+model::VoiceData SyntheticVoice(int p, std::mt19937& rng) {
+  std::uniform_int_distribution<int64_t> tok(0, 6560);
+  std::normal_distribution<float> mel(-6.0f, 2.0f), emb(0.0f, 1.0f);
+  model::VoiceData v;
+  for (int i = 0; i < p; ++i) v.prompt_tokens.push_back(tok(rng));
+  for (int i = 0; i < 2 * p * 80; ++i) v.prompt_feat.push_back(std::clamp(mel(rng), -11.5f, 4.0f));
+  for (int i = 0; i < 192; ++i) v.embedding.push_back(emb(rng));
+  return v;
+}
+
+int64_t MaxRssBytes() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return static_cast<int64_t>(u.ru_maxrss) * 1024;
+}
+
+struct Row {
+  int batch_size = 0;
+  int chunk_tokens = 0;
+  int row_tokens = 0;
+  double median_ms = 0, p95_ms = 0, amortized_ms = 0, audio_s_per_s = 0;
+  int64_t peak_bytes = 0;
+};
+
+}  // namespace
+
+int RunModelBench(const ModelBenchOptions& o) {
+  auto device = model::ParseDevice(o.device);
+  if (!device.ok()) {
+    std::fprintf(stderr, "vocoder-bench model: %s\n", device.status().ToString().c_str());
+    return 2;
+  }
+  auto loaded = model::LoadVocoder(o.model_dir, o.device);
+  if (!loaded.ok()) {
+    std::fprintf(stderr, "vocoder-bench model: %s\n", loaded.status().ToString().c_str());
+    return 2;
+  }
+  model::Vocoder& vocoder = **loaded;
+  const model::Manifest& m = vocoder.manifest();
+  std::mt19937 rng(7);
+  auto voice = vocoder.PrepareVoice(SyntheticVoice(o.prompt_tokens, rng));
+  if (!voice.ok()) {
+    std::fprintf(stderr, "vocoder-bench model: %s\n", voice.status().ToString().c_str());
+    return 2;
+  }
+  const model::RuntimeInfo rt = model::GetRuntimeInfo();
+  std::printf(
+      "vocoder-bench model: %s model (%s) on %s, torch %s, %d steps + CFG, prompt %d tokens, "
+      "context %d tokens, lookahead held back\n",
+      m.size.c_str(), m.estimator_dtype.c_str(), o.device.c_str(), rt.torch_version.c_str(),
+      o.n_timesteps, o.prompt_tokens, o.context_tokens);
+  std::printf("%6s %6s %6s %10s %10s %12s %12s %10s\n", "batch", "chunk", "row", "median_ms",
+              "p95_ms", "amortized_ms", "audio_s/s", "peak_MB");
+
+  std::vector<Row> rows;
+  std::uniform_int_distribution<int64_t> tok(0, 6560);
+  for (int chunk : o.chunk_tokens) {
+    for (int bs : o.batch_sizes) {
+      std::vector<model::VocodeJob> jobs(static_cast<size_t>(bs));
+      for (int i = 0; i < bs; ++i) {
+        model::VocodeJob& j = jobs[static_cast<size_t>(i)];
+        j.voice = *voice;
+        // context + new tokens + the 3 lookahead tokens a streaming chunk holds back
+        for (int k = 0; k < o.context_tokens + chunk + 3; ++k) j.tokens.push_back(tok(rng));
+        j.context_tokens = o.context_tokens;
+        j.finalize = false;
+        j.noise_offset = 2 * (i * 1000);
+      }
+      std::vector<model::VocodeJob*> ptrs;
+      for (auto& j : jobs) ptrs.push_back(&j);
+      model::ResetCudaPeakMemory(*device);
+      std::vector<double> ms;
+      bool failed = false;
+      for (int it = 0; it < o.warmup + o.iterations; ++it) {
+        const auto t0 = std::chrono::steady_clock::now();
+        const absl::Status s = vocoder.Run(absl::MakeConstSpan(ptrs), o.n_timesteps);
+        const auto t1 = std::chrono::steady_clock::now();
+        if (!s.ok()) {
+          std::printf("%6d %6d  failed: %s\n", bs, chunk, s.ToString().c_str());
+          failed = true;
+          break;
+        }
+        if (it >= o.warmup)
+          ms.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
+      }
+      if (failed) break;  // larger batches will not fit either
+      Row r;
+      r.batch_size = bs;
+      r.chunk_tokens = chunk;
+      r.row_tokens = o.prompt_tokens + o.context_tokens + chunk + 3;
+      r.median_ms = Quantile(ms, 0.5);
+      r.p95_ms = Quantile(ms, 0.95);
+      r.amortized_ms = r.median_ms / bs;
+      const double audio_s = double(jobs[0].audio.size()) / m.sample_rate * bs;
+      r.audio_s_per_s = audio_s / (r.median_ms / 1000.0);
+      r.peak_bytes = device->is_cuda() ? model::CudaPeakMemory(*device) : MaxRssBytes();
+      std::printf("%6d %6d %6d %10.2f %10.2f %12.3f %12.2f %10.1f\n", bs, chunk, r.row_tokens,
+                  r.median_ms, r.p95_ms, r.amortized_ms, r.audio_s_per_s,
+                  double(r.peak_bytes) / (1 << 20));
+      std::fflush(stdout);
+      rows.push_back(r);
+    }
+  }
+  if (!o.json_path.empty()) {
+    std::ofstream f(o.json_path);
+    f << "{\n  \"benchmark\": \"model\",\n";
+    f << absl::StrFormat(
+        "  \"model_size\": \"%s\", \"device\": \"%s\", \"dtype\": \"%s\", \"torch\": \"%s\",\n",
+        m.size, o.device, m.estimator_dtype, rt.torch_version);
+    f << absl::StrFormat(
+        "  \"n_timesteps\": %d, \"prompt_tokens\": %d, \"context_tokens\": %d,\n"
+        "  \"peak_memory_kind\": \"%s\",\n  \"rows\": [\n",
+        o.n_timesteps, o.prompt_tokens, o.context_tokens,
+        device->is_cuda() ? "cuda_allocator_peak" : "process_max_rss");
+    for (size_t i = 0; i < rows.size(); ++i) {
+      const Row& r = rows[i];
+      f << absl::StrFormat(
+          "    {\"batch_size\": %d, \"chunk_tokens\": %d, \"row_tokens\": %d, \"median_ms\": %.3f, "
+          "\"p95_ms\": %.3f, \"amortized_ms\": %.4f, \"audio_s_per_s\": %.3f, "
+          "\"peak_memory_bytes\": %d}%s\n",
+          r.batch_size, r.chunk_tokens, r.row_tokens, r.median_ms, r.p95_ms, r.amortized_ms,
+          r.audio_s_per_s, r.peak_bytes, i + 1 < rows.size() ? "," : "");
+    }
+    f << "  ]\n}\n";
+    std::printf("wrote %s\n", o.json_path.c_str());
+  }
+  return 0;
+}
+
+}  // namespace vocoder::bench

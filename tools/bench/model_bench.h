@@ -1,0 +1,28 @@
+// `vocoder-bench model`: the model runner's batch sweep, the measured version
+// of the design note's table (batch 1 ~50 ms, 8 ~70 ms, 32 ~150 ms, 64 ~280 ms).
+#ifndef VOCODER_TOOLS_BENCH_MODEL_BENCH_H_
+#define VOCODER_TOOLS_BENCH_MODEL_BENCH_H_
+
+#include <string>
+#include <vector>
+
+namespace vocoder::bench {
+
+struct ModelBenchOptions {
+  std::string model_dir = "models/default";
+  std::string device = "cpu";
+  std::string json_path;
+  std::vector<int> batch_sizes = {1, 2, 4, 8, 16, 32, 64};
+  std::vector<int> chunk_tokens = {25, 50};  // new tokens per job
+  int context_tokens = 25;                   // left context re-vocoded per chunk
+  int prompt_tokens = 250;                   // 10 s voice prompt
+  int n_timesteps = 10;
+  int iterations = 5;
+  int warmup = 1;
+};
+
+int RunModelBench(const ModelBenchOptions& options);
+
+}  // namespace vocoder::bench
+
+#endif  // VOCODER_TOOLS_BENCH_MODEL_BENCH_H_
