@@ -13,6 +13,7 @@ initialised (tests, CI) or loaded from a released s3gen checkpoint.
 Exit codes: 0 ok; 1 a self-check failed; 2 bad arguments or unreadable/mismatched inputs.
 """
 
+import importlib.util
 import os
 import sys
 
@@ -21,9 +22,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 try:
     import safetensors.torch
     import torch
-    import torch.nn.functional  # noqa: F401  (fail here, not mid-export)
-    import einops  # noqa: F401
-    import diffusers  # noqa: F401
+    for _needed in ("chatterbox", "diffusers", "einops", "scipy"):  # imported later, lazily
+        if importlib.util.find_spec(_needed) is None:
+            raise ImportError(f"No module named {_needed!r}")
 except ImportError as missing:
     _venv = os.path.join(ROOT, ".venv")
     if sys.prefix != _venv and os.path.exists(os.path.join(_venv, "bin", "python")) \
@@ -63,6 +64,7 @@ class ExportError(Exception):
 
 
 def log(msg):
+    """Progress line on stdout."""
     print(f"[export] {msg}", flush=True)
 
 
@@ -131,14 +133,14 @@ def read_state_dict(path):
 
 
 def _listing(keys):
+    """'N: first ten, ...' for error messages about key sets."""
     shown = ", ".join(keys[:10])
     return f"{len(keys)}: {shown}" + (", ..." if len(keys) > 10 else "")
 
 
-def load_checkpoint(model, path):
-    """Loads flow.* and mel2wav.* strictly (into the weight-norm parametrized
-    model); names missing, unexpected and mis-shaped keys in the error."""
-    state = read_state_dict(path)
+def load_checkpoint(model, size, state, path):
+    """Loads flow.* and mel2wav.* of `state` strictly (into the weight-norm
+    parametrized model); names missing, unexpected and mis-shaped keys in the error."""
     ignored = [k for k in state if k.startswith(("tokenizer.", "speaker_encoder."))]
     state = {k: v for k, v in state.items() if k not in set(ignored)}
     want = model.state_dict()
@@ -154,7 +156,7 @@ def load_checkpoint(model, path):
     if mis_shaped:
         problems.append(f"shape mismatches {_listing(mis_shaped)}")
     if problems:
-        raise ExportError(f"checkpoint {path} does not fit the '{model.size}' S3Gen "
+        raise ExportError(f"checkpoint {path} does not fit the --size {size} S3Gen "
                           f"architecture: " + "; ".join(problems))
     model.load_state_dict(state, strict=True)
     log(f"loaded {len(state)} flow/mel2wav tensors from {path} (ignored {len(ignored)} "
@@ -162,6 +164,7 @@ def load_checkpoint(model, path):
 
 
 def count(*modules):
+    """Parameter count of the given modules (the manifest's `parameters`)."""
     return sum(p.numel() for m in modules for p in m.parameters())
 
 
@@ -323,12 +326,12 @@ def export(args):
     flow_dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
 
     t0 = time.time()
-    torch.manual_seed(args.seed)
-    model = s3model.build(args.size)
-    model.size = args.size
+    state = read_state_dict(args.checkpoint) if args.checkpoint else None
+    model = s3model.build(args.size, args.seed)
     flow_params, hift_params_wn = count(model.flow), count(model.mel2wav)
     if args.checkpoint:
-        load_checkpoint(model, args.checkpoint)
+        load_checkpoint(model, args.size, state, args.checkpoint)
+        del state
     folded = s3model.fold_weight_norms(model)
     model.eval().to(dev)
     model.flow.to(flow_dtype)
@@ -419,6 +422,7 @@ def export(args):
 
 
 def main(argv=None):
+    """CLI entry point; returns the exit code."""
     args = parse_args(argv)
     try:
         return export(args)

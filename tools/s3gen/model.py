@@ -82,10 +82,12 @@ class S3GenVocoder(nn.Module):
         self.mel2wav = mel2wav
 
 
-def build(size):
-    """Constructs the official modules for `size` (their constructors draw the
-    random init from torch's global RNG, so seed it first for reproducibility)."""
+def build(size, seed):
+    """Constructs the official modules for `size`; their constructors draw the
+    random init from torch's global RNG, seeded here after the imports so that
+    equal seeds give equal weights in any process."""
     m = import_official()
+    torch.manual_seed(seed)
     enc, est, hift = SIZES[size]["encoder"], SIZES[size]["estimator"], SIZES[size]["hift"]
     width = enc["output_size"]
     ue = m["transformer.upsample_encoder"]
