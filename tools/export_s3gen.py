@@ -138,11 +138,21 @@ def _listing(keys):
     return f"{len(keys)}: {shown}" + (", ..." if len(keys) > 10 else "")
 
 
+def _parametrized_name(key):
+    """Maps old-style weight-norm keys (weight_g/weight_v, torch.nn.utils.weight_norm)
+    to parametrizations.weight.original0/1, as torch's own load hook does."""
+    for old, new in ((".weight_g", ".parametrizations.weight.original0"),
+                     (".weight_v", ".parametrizations.weight.original1")):
+        if key.endswith(old):
+            return key[:-len(old)] + new
+    return key
+
+
 def load_checkpoint(model, size, state, path):
     """Loads flow.* and mel2wav.* of `state` strictly (into the weight-norm
     parametrized model); names missing, unexpected and mis-shaped keys in the error."""
     ignored = [k for k in state if k.startswith(("tokenizer.", "speaker_encoder."))]
-    state = {k: v for k, v in state.items() if k not in set(ignored)}
+    state = {_parametrized_name(k): v for k, v in state.items() if k not in set(ignored)}
     want = model.state_dict()
     missing = sorted(set(want) - set(state))
     unexpected = sorted(set(state) - set(want))
@@ -154,7 +164,7 @@ def load_checkpoint(model, size, state, path):
     if unexpected:
         problems.append(f"unexpected keys {_listing(unexpected)}")
     if mis_shaped:
-        problems.append(f"shape mismatches {_listing(mis_shaped)}")
+        problems.append(f"shape mismatches {_listing(mis_shaped)} (wrong --size?)")
     if problems:
         raise ExportError(f"checkpoint {path} does not fit the --size {size} S3Gen "
                           f"architecture: " + "; ".join(problems))

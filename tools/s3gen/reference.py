@@ -3,7 +3,6 @@ official modules in eager mode (golden files), once with the exported traced
 modules, batched the way the C++ runner batches (the self-check)."""
 
 import contextlib
-import math
 
 import torch
 import torch.nn.functional as F
