@@ -85,9 +85,10 @@ def parse_args(argv):
                         "(default full)")
     p.add_argument("--conds", metavar="PATH",
                    help="released conds.pt; its 'gen' reference becomes voices/default.pt")
-    p.add_argument("--golden", action="store_true",
-                   help="also write golden cases for a --checkpoint export "
-                        "(random-init exports always do)")
+    p.add_argument("--golden", action=argparse.BooleanOptionalAction, default=None,
+                   help="write golden cases and self-check them (default: on for "
+                        "--random-init, off for --checkpoint; --no-golden skips them, e.g. "
+                        "for a full-size benchmark export on CPU, where they take minutes)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
                    help="trace device; the export runs only there. cuda also casts encoder "
                         "and estimator to bf16 (default cpu)")
@@ -374,7 +375,7 @@ def export(args):
         for name, voice in voices.items():
             artifacts.save_bag(os.path.join(staging, "voices", name + ".pt"), voice)
 
-        golden = args.random_init or args.golden
+        golden = args.random_init if args.golden is None else args.golden
         if golden:
             t0 = time.time()
             cases = make_golden(model, voices, buffers, staging)

@@ -25,6 +25,12 @@ std::string ModelDir() {
   return dir != nullptr ? dir : "build/release/test-model";
 }
 
+// cpu by default; the GPU script runs this suite with cuda:0 on a CUDA export.
+std::string TestDevice() {
+  const char* d = std::getenv("VOCODER_TEST_DEVICE");
+  return d != nullptr ? d : "cpu";
+}
+
 double RelL2(const std::vector<float>& a, const std::vector<float>& b) {
   EXPECT_EQ(a.size(), b.size());
   double num = 0, den = 0;
@@ -50,9 +56,13 @@ struct GoldenCase {
 class VocoderTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    auto v = LoadVocoder(ModelDir(), "cpu");
+    auto v = LoadVocoder(ModelDir(), TestDevice());
     ASSERT_TRUE(v.ok()) << v.status();
     vocoder_ = v->release();
+    // fp32 exports must match the official implementation to 1e-4. A CUDA
+    // export runs the flow in bf16, where the official sampler also keeps x
+    // in bf16 and the runner keeps it in fp32: only a loose bound holds.
+    tolerance_ = vocoder_->manifest().estimator_dtype == "float32" ? 1e-4 : 5e-2;
     for (const auto& rel : vocoder_->manifest().voices) {
       auto data = ReadVoiceFile(vocoder_->manifest().Path(rel));
       ASSERT_TRUE(data.ok()) << data.status();
@@ -117,6 +127,7 @@ class VocoderTest : public ::testing::Test {
   }
 
   static inline Vocoder* vocoder_ = nullptr;
+  static inline double tolerance_ = 1e-4;
   static inline std::map<std::string, std::shared_ptr<const Voice>> voices_;
   static inline std::vector<GoldenCase> golden_;
 };
@@ -141,8 +152,8 @@ TEST_F(VocoderTest, MatchesOfficialImplementation) {
   for (const auto& g : golden_) {
     std::vector<VocodeJob> jobs = {JobFor(g)};
     ASSERT_TRUE(RunAll(jobs, g.n_timesteps).ok()) << g.name;
-    EXPECT_LT(RelL2(jobs[0].mel, g.mel_t), 1e-4) << g.name;
-    EXPECT_LT(RelL2(jobs[0].audio, g.wav), 1e-4) << g.name;
+    EXPECT_LT(RelL2(jobs[0].mel, g.mel_t), tolerance_) << g.name;
+    EXPECT_LT(RelL2(jobs[0].audio, g.wav), tolerance_) << g.name;
     EXPECT_EQ(jobs[0].audio.size(), g.wav.size()) << g.name;
   }
 }
@@ -160,11 +171,11 @@ TEST_F(VocoderTest, MixedBatchEqualsEachJobAlone) {
     std::vector<VocodeJob> alone = {batch[i]};
     alone[0].audio.clear();
     ASSERT_TRUE(RunAll(alone).ok());
-    EXPECT_LT(RelL2(batch[i].audio, alone[0].audio), 1e-4) << "row " << i;
-    EXPECT_LT(RelL2(batch[i].mel, alone[0].mel), 1e-4) << "row " << i;
+    EXPECT_LT(RelL2(batch[i].audio, alone[0].audio), tolerance_) << "row " << i;
+    EXPECT_LT(RelL2(batch[i].mel, alone[0].mel), tolerance_) << "row " << i;
   }
   for (size_t i = 0; i < golden_.size(); ++i) {
-    EXPECT_LT(RelL2(batch[i].audio, golden_[i].wav), 1e-4) << golden_[i].name;
+    EXPECT_LT(RelL2(batch[i].audio, golden_[i].wav), tolerance_) << golden_[i].name;
   }
 }
 
@@ -287,8 +298,9 @@ TEST(VocoderLoadTest, ClearErrorsForMissingCorruptOrMismatchedModels) {
   namespace fs = std::filesystem;
   EXPECT_THAT(LoadVocoder("/nonexistent/model", "cpu"),
               StatusIs(absl::StatusCode::kNotFound, HasSubstr("export one with")));
-  EXPECT_THAT(LoadVocoder(ModelDir(), "cuda:0"),
-              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("cuda:0")));
+  const std::string other = TestDevice() == "cpu" ? "cuda:0" : "cpu";
+  EXPECT_THAT(LoadVocoder(ModelDir(), other),
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr(other)));
   EXPECT_THAT(LoadVocoder(ModelDir(), "tpu"),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("cuda:N")));
   const fs::path copy = fs::temp_directory_path() / "vocoderd-corrupt-model";
@@ -299,10 +311,10 @@ TEST(VocoderLoadTest, ClearErrorsForMissingCorruptOrMismatchedModels) {
     f.seekp(100);
     f.put('\x5a');
   }
-  EXPECT_THAT(LoadVocoder(copy.string(), "cpu"),
+  EXPECT_THAT(LoadVocoder(copy.string(), TestDevice()),
               StatusIs(absl::StatusCode::kDataLoss, HasSubstr("estimator.pt")));
   fs::remove(copy / "hift_decode.pt");
-  EXPECT_THAT(LoadVocoder(copy.string(), "cpu"),
+  EXPECT_THAT(LoadVocoder(copy.string(), TestDevice()),
               StatusIs(absl::StatusCode::kNotFound, HasSubstr("hift_decode.pt")));
   fs::remove_all(copy);
 }
