@@ -1,0 +1,139 @@
+#include "server/server.h"
+
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <grpcpp/security/server_credentials.h>
+#include <grpcpp/server_builder.h>
+
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+
+namespace vocoder::server {
+namespace {
+
+absl::StatusOr<std::string> ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", path));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+}  // namespace
+
+batcher::BatcherOptions BatcherOptionsFrom(const config::Config& c) {
+  batcher::BatcherOptions o;
+  o.max_batch_size = c.max_batch_size;
+  o.max_batch_tokens = c.max_batch_tokens;
+  o.early_fire_fraction = c.early_fire_fraction;
+  o.idle_grace = std::chrono::microseconds(c.idle_grace_us);
+  o.max_wait = std::chrono::microseconds(c.max_wait_us);
+  o.max_padding_waste = c.max_padding_waste;
+  o.max_queue_jobs = c.max_queue_jobs;
+  o.grouping = c.grouping == "voice" ? batcher::Grouping::kVoice : batcher::Grouping::kMixed;
+  return o;
+}
+
+absl::StatusOr<std::unique_ptr<VocoderServer>> VocoderServer::Start(
+    const config::Config& config, std::unique_ptr<model::Vocoder> vocoder) {
+  std::unique_ptr<VocoderServer> s(new VocoderServer());
+  s->config_ = config;
+  s->vocoder_ = std::move(vocoder);
+  s->runner_ = std::make_unique<ModelBatchRunner>(*s->vocoder_);
+  s->voices_ = std::make_unique<VoiceRegistry>(*s->vocoder_, config.max_voices);
+  const std::string voices_dir =
+      config.voices_dir.empty() ? config.model_dir + "/voices" : config.voices_dir;
+  if (auto st = s->voices_->LoadDirectory(voices_dir); !st.ok()) return st;
+  auto b = batcher::Batcher::Create(BatcherOptionsFrom(config), {s->clock_, *s->runner_, nullptr});
+  if (!b.ok()) return b.status();
+  s->batcher_ = std::move(*b);
+  s->executor_ = std::make_unique<Executor>(2);
+  s->service_ = std::make_unique<VocoderService>(ServiceDeps{
+      *s->batcher_, *s->voices_, *s->executor_, s->state_, s->vocoder_->manifest(), s->config_});
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  std::shared_ptr<grpc::ServerCredentials> creds = grpc::InsecureServerCredentials();
+  if (!config.tls_cert.empty()) {
+    auto cert = ReadFile(config.tls_cert);
+    if (!cert.ok()) return cert.status();
+    auto key = ReadFile(config.tls_key);
+    if (!key.ok()) return key.status();
+    grpc::SslServerCredentialsOptions ssl;
+    ssl.pem_key_cert_pairs.push_back({*key, *cert});
+    creds = grpc::SslServerCredentials(ssl);
+  }
+  builder.AddListeningPort(config.listen, creds, &s->port_);
+  builder.RegisterService(s->service_.get());
+  builder.SetMaxReceiveMessageSize(config.max_message_bytes);
+  builder.SetMaxSendMessageSize(config.max_message_bytes);
+  if (config.max_connection_age_s > 0) {
+    // GOAWAY after this age (gRPC adds jitter) so clients pinned to one pod
+    // by HTTP/2 reconnect and rebalance; in-flight streams are left alone.
+    builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_MS, config.max_connection_age_s * 1000);
+    builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_GRACE_MS,
+                               static_cast<int>(config.drain_grace_s * 1000));
+  }
+  s->server_ = builder.BuildAndStart();
+  if (s->server_ == nullptr || s->port_ == 0) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot listen on ", config.listen, " (address in use or not local?)"));
+  }
+  auto* health = s->server_->GetHealthCheckService();
+  health->SetServingStatus("", true);  // liveness: serving until exit
+  health->SetServingStatus(kReadinessService, false);
+  if (auto st = s->Warmup(); !st.ok()) return st;
+  s->state_.ready.store(true);
+  health->SetServingStatus(kReadinessService, true);
+  return s;
+}
+
+// One small batch through every stage, so the first client does not pay for
+// lazy initialization (allocator, kernels, thread pools).
+absl::Status VocoderServer::Warmup() {
+  auto voices = voices_->List();
+  std::shared_ptr<const model::Voice> voice;
+  if (!voices.empty()) {
+    voice = voices.front().voice;
+  } else {
+    model::VoiceData v;
+    v.embedding.assign(static_cast<size_t>(vocoder_->manifest().spk_dim), 0.1f);
+    auto prepared = vocoder_->PrepareVoice(v);
+    if (!prepared.ok()) return prepared.status();
+    voice = *prepared;
+  }
+  model::VocodeJob job;
+  job.voice = voice;
+  job.tokens.assign(12, 100);
+  model::VocodeJob* p = &job;
+  if (auto s = vocoder_->Run(absl::MakeConstSpan(&p, 1), 2); !s.ok()) {
+    return absl::Status(s.code(), absl::StrCat("model warm-up failed: ", s.message()));
+  }
+  return absl::OkStatus();
+}
+
+void VocoderServer::Drain(std::chrono::milliseconds grace) {
+  if (drained_) return;
+  drained_ = true;
+  state_.draining.store(true);
+  state_.ready.store(false);
+  server_->GetHealthCheckService()->SetServingStatus(kReadinessService, false);
+  const auto deadline = std::chrono::steady_clock::now() + grace;
+  while (state_.streams.load() > 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  batcher_->Shutdown(batcher::Batcher::ShutdownMode::kFailQueued);
+  executor_.reset();  // runs the last completions
+  server_->Wait();
+}
+
+VocoderServer::~VocoderServer() {
+  if (server_ != nullptr) Drain(std::chrono::milliseconds(0));
+}
+
+}  // namespace vocoder::server
