@@ -187,7 +187,10 @@ absl::StatusOr<ParseResult> ParseConfig(int argc, const char* const* argv) {
   std::vector<std::string> args;
   for (const Binding& b : bindings) {
     if (const char* v = std::getenv(EnvName(b.flag).c_str()); v != nullptr) {
-      args.push_back(absl::StrCat("--", b.flag, "=", v));
+      // Two arguments, not "--flag=value": CLI11 reads "--flag=" (an empty
+      // value) as "--flag" and would take the next argument as its value.
+      args.push_back(absl::StrCat("--", b.flag));
+      args.emplace_back(v);
     }
   }
   for (int i = 1; i < argc; ++i) args.emplace_back(argv[i]);

@@ -203,7 +203,9 @@ class StreamReactor final
     }
     if (absl::Status s = HandleLocked(); !s.ok()) return FinishLocked(s);
     AdvanceLocked();
-    if (!finished_ && !(session_ && session_->input_done())) StartRead(&request_);
+    // Keep reading after the final chunk too: a chunk after it is a client
+    // error worth reporting; the half-close that follows is ignored.
+    if (!finished_) StartRead(&request_);
   }
 
   void OnWriteDone(bool ok) override {
@@ -415,7 +417,9 @@ class UnaryVocodeReactor final : public grpc::ServerUnaryReactor, public RefCoun
           "); use StreamVocode"));
     }
     const uint64_t id = d_.state.next_stream_id.fetch_add(1);
-    session_.emplace(SessionOptions{}, setup_.voice.voice, PhaseFor(id));
+    SessionOptions one_piece;  // unary: the whole utterance is one row
+    one_piece.max_new_tokens = d_.manifest.max_row_tokens;
+    session_.emplace(one_piece, setup_.voice.voice, PhaseFor(id));
     session_->Append(*tokens);
     session_->EndInput();
     FillStarted(d_, setup_, request.config().request_id(), response_->mutable_format());

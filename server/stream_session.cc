@@ -28,14 +28,19 @@ void StreamSession::Append(const std::vector<int64_t>& tokens) {
 std::optional<model::VocodeJob> StreamSession::NextJob() {
   if (in_flight_ || finished_) return std::nullopt;
   const int64_t pending = received_ - vocoded_;
-  int64_t end = received_;  // tokens [.., end) go into the job
-  if (!input_done_) {
-    if (pending - o_.lookahead_tokens < o_.min_new_tokens) return std::nullopt;
-    next_vocoded_ = received_ - o_.lookahead_tokens;
-  } else {
-    if (pending == 0) return std::nullopt;  // only the tail is left: Flush()
-    next_vocoded_ = received_;
+  if (pending == 0) return std::nullopt;  // only the tail may be left: Flush()
+  const int64_t look = o_.lookahead_tokens;
+  // The last job takes everything left, with silence as its lookahead; any
+  // other job takes at most max_new_tokens and real tokens as lookahead, so
+  // a backlog never makes one job (and its latency) grow without bound.
+  const bool last = input_done_ && pending <= o_.max_new_tokens + look + o_.min_new_tokens;
+  int64_t take = pending;
+  if (!last) {
+    if (pending - look < o_.min_new_tokens) return std::nullopt;
+    take = std::min<int64_t>(pending - look, o_.max_new_tokens);
   }
+  const int64_t end = vocoded_ + take + (last ? 0 : look);  // tokens [.., end) go into the job
+  next_vocoded_ = vocoded_ + take;
   const int64_t context = std::min<int64_t>(o_.context_tokens, vocoded_);
   const int64_t start = vocoded_ - context;
   // Keep the window bounded: nothing before `start` is needed again.
@@ -45,10 +50,10 @@ std::optional<model::VocodeJob> StreamSession::NextJob() {
   model::VocodeJob job;
   job.voice = voice_;
   job.tokens.assign(window_.begin(), window_.begin() + (end - base_));
-  if (input_done_) {
+  if (last) {
     // Silence feeds the lookahead of the last real tokens (as Chatterbox
     // Turbo does); finalize=false then drops exactly the silence's frames.
-    job.tokens.insert(job.tokens.end(), o_.lookahead_tokens, o_.silence_token);
+    job.tokens.insert(job.tokens.end(), look, o_.silence_token);
   }
   job.finalize = false;
   job.context_tokens = static_cast<int>(context);
@@ -57,7 +62,7 @@ std::optional<model::VocodeJob> StreamSession::NextJob() {
   job.mel_cache = mel_cache_;
   job.source_cache = source_cache_;
   in_flight_ = true;
-  final_job_ = input_done_;
+  final_job_ = last;
   return job;
 }
 

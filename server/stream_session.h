@@ -27,6 +27,7 @@ namespace vocoder::server {
 struct SessionOptions {
   int context_tokens = 25;   // re-vocoded left context per job
   int min_new_tokens = 4;    // a non-final job emits >= 8 frames (the mel cache)
+  int max_new_tokens = 50;   // a backlog is vocoded in jobs of at most this many new tokens
   int cache_frames = 8;      // HiFT left context (mel and source)
   int lookahead_tokens = 3;  // encoder pre-lookahead
   int frames_per_token = 2;

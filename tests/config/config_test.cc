@@ -102,6 +102,14 @@ TEST(ConfigTest, InvalidEnvironmentValueFailsToo) {
                                   HasSubstr("--max-queue-jobs must be positive; was -3")));
 }
 
+TEST(ConfigTest, EmptyEnvironmentValueIsAnEmptyValue) {
+  ScopedEnv env("VOCODERD_METRICS_LISTEN", "");
+  auto r = Parse({"--model-dir", "/m"});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->config.metrics_listen, "");
+  EXPECT_EQ(r->config.model_dir, "/m");
+}
+
 TEST(ConfigTest, HelpAndPrintConfigExitWithText) {
   auto help = Parse({"--help"});
   ASSERT_TRUE(help.ok());

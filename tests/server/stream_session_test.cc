@@ -96,6 +96,19 @@ TEST(StreamSessionTest, ContextStaysBoundedSoCostPerChunkDoesNotGrow) {
   EXPECT_LE(longest, 25u + 25u + 3u);
 }
 
+TEST(StreamSessionTest, BacklogIsVocodedInBoundedJobs) {
+  StreamSession s(SessionOptions{}, nullptr, {});
+  size_t jobs = 0, longest = 0;
+  const auto audio = Stream(s, Utterance(500), 500, [&](model::VocodeJob& job) {
+    ++jobs;
+    longest = std::max(longest, job.tokens.size());
+    FakeRun(job);
+  });
+  EXPECT_EQ(audio.size(), 500u * 960);
+  EXPECT_LE(longest, 25u + 50u + 3u);
+  EXPECT_GE(jobs, 10u);
+}
+
 // Streaming fidelity with the real model: the concatenated stream against the
 // same utterance vocoded in one piece. docs/streaming.md justifies the bounds.
 TEST(StreamFidelityTest, StreamedAudioMatchesOnePieceVocoding) {
@@ -112,7 +125,9 @@ TEST(StreamFidelityTest, StreamedAudioMatchesOnePieceVocoding) {
     ASSERT_TRUE((*v)->Run(absl::MakeConstSpan(&p, 1), 10).ok());
   };
   // One piece: every token in one row, silence as the final lookahead.
-  StreamSession whole(SessionOptions{}, *voice, phase);
+  SessionOptions one_piece;
+  one_piece.max_new_tokens = 1 << 20;
+  StreamSession whole(one_piece, *voice, phase);
   const auto reference = Stream(whole, tokens, 1000, run);
   ASSERT_EQ(reference.size(), tokens.size() * 960);
 

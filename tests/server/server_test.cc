@@ -1,0 +1,399 @@
+// vocoderd end to end: a real server (tiny model, CPU) on 127.0.0.1:0 and the
+// C++ client. Streams, batching across voices, the bad-input table,
+// cancellation, deadlines, stream caps, voices and drain.
+#include "server/server.h"
+
+#include <gmock/gmock.h>
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <thread>
+
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "tools/client/vocoder_client.h"
+
+namespace vocoder::server {
+namespace {
+
+using ::testing::HasSubstr;
+
+std::string ModelDir() {
+  const char* dir = std::getenv("VOCODER_TEST_MODEL_DIR");
+  return dir != nullptr ? dir : "build/release/test-model";
+}
+
+config::Config TestConfig() {
+  config::Config c;
+  c.listen = "127.0.0.1:0";
+  c.metrics_listen = "";
+  c.model_dir = ModelDir();
+  c.max_tokens_per_chunk = 100;
+  c.max_streams = 64;
+  return c;
+}
+
+class ServerTest : public ::testing::Test {
+ protected:
+  void StartServer(config::Config c = TestConfig()) {
+    auto v = model::LoadVocoder(c.model_dir, "cpu");
+    ASSERT_TRUE(v.ok()) << v.status();
+    auto s = VocoderServer::Start(c, std::move(*v));
+    ASSERT_TRUE(s.ok()) << s.status();
+    server_ = std::move(*s);
+    channel_ = grpc::CreateChannel("127.0.0.1:" + std::to_string(server_->port()),
+                                   grpc::InsecureChannelCredentials());
+    client_ = std::make_unique<client::VocoderClient>(channel_);
+  }
+  void SetUp() override { StartServer(); }
+
+  client::StreamOptions Opts(const std::string& voice = "alice") {
+    client::StreamOptions o;
+    o.voice_id = voice;
+    o.chunk_tokens = 20;
+    return o;
+  }
+
+  // Sends raw requests and returns the final status.
+  grpc::Status Raw(const std::vector<v1::StreamVocodeRequest>& requests) {
+    grpc::ClientContext ctx;
+    auto stream = client_->stub().StreamVocode(&ctx);
+    for (const auto& r : requests) {
+      if (!stream->Write(r)) break;
+    }
+    stream->WritesDone();
+    v1::StreamVocodeResponse resp;
+    while (stream->Read(&resp)) {
+    }
+    return stream->Finish();
+  }
+
+  static v1::StreamVocodeRequest Config(const std::string& voice = "alice",
+                                        v1::AudioEncoding enc = v1::PCM_S16LE, uint32_t steps = 0) {
+    v1::StreamVocodeRequest r;
+    r.mutable_config()->set_voice_id(voice);
+    r.mutable_config()->set_encoding(enc);
+    r.mutable_config()->set_n_timesteps(steps);
+    return r;
+  }
+  static v1::StreamVocodeRequest Chunk(uint64_t seq, std::vector<uint32_t> tokens, bool final) {
+    v1::StreamVocodeRequest r;
+    for (auto t : tokens) r.mutable_chunk()->add_tokens(t);
+    r.mutable_chunk()->set_sequence_number(seq);
+    r.mutable_chunk()->set_is_final(final);
+    return r;
+  }
+
+  void ExpectNoStreamsLeft() {
+    for (int i = 0; i < 500 && server_->state().streams.load() > 0; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    EXPECT_EQ(server_->state().streams.load(), 0);
+  }
+
+  std::unique_ptr<VocoderServer> server_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<client::VocoderClient> client_;
+};
+
+TEST_F(ServerTest, StreamReturnsExactlyTheExpectedAudioInOrder) {
+  const auto tokens = client::DemoTokens(137, 1);
+  auto o = Opts();
+  o.encoding = v1::PCM_S16LE;
+  const auto r = client_->Stream(tokens, o);
+  ASSERT_TRUE(r.status.ok()) << r.status.error_message();
+  EXPECT_EQ(r.started.sample_rate_hz(), 24000u);
+  EXPECT_EQ(r.started.samples_per_token(), 960u);
+  EXPECT_EQ(r.started.n_timesteps(), 10u);
+  EXPECT_EQ(r.audio.size(), tokens.size() * 960);
+  EXPECT_TRUE(r.gap_free);
+  ASSERT_FALSE(r.chunks.empty());
+  for (size_t i = 1; i < r.chunks.size(); ++i) {
+    EXPECT_GE(r.chunks[i].sequence_number, r.chunks[i - 1].sequence_number);
+  }
+  EXPECT_GT(r.chunks.front().timing.batch_size(), 0u);
+}
+
+TEST_F(ServerTest, UnaryVocodeReturnsTheWholeUtterance) {
+  grpc::ClientContext ctx;
+  v1::VocodeRequest req;
+  req.mutable_config()->set_voice_id("bob");
+  req.mutable_config()->set_encoding(v1::PCM_F32LE);
+  for (auto t : client::DemoTokens(60, 2)) req.add_tokens(static_cast<uint32_t>(t));
+  v1::VocodeResponse resp;
+  ASSERT_TRUE(client_->stub().Vocode(&ctx, req, &resp).ok());
+  EXPECT_EQ(resp.audio().size(), 60u * 960 * 4);
+  EXPECT_EQ(resp.format().encoding(), v1::PCM_F32LE);
+}
+
+TEST_F(ServerTest, SixteenConcurrentStreamsWithDifferentVoicesAreBatched) {
+  std::vector<client::StreamResult> results(16);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 16; ++i) {
+    threads.emplace_back([&, i] {
+      results[static_cast<size_t>(i)] = client_->Stream(
+          client::DemoTokens(60, static_cast<uint64_t>(i)), Opts(i % 2 ? "alice" : "bob"));
+    });
+  }
+  for (auto& t : threads) t.join();
+  uint32_t largest = 0;
+  for (const auto& r : results) {
+    ASSERT_TRUE(r.status.ok()) << r.status.error_message();
+    EXPECT_EQ(r.audio.size(), 60u * 960);
+    for (const auto& c : r.chunks) largest = std::max(largest, c.timing.batch_size());
+  }
+  EXPECT_GT(largest, 1u) << "the batcher never put two streams in one batch";
+  const auto stats = server_->batcher().stats();
+  EXPECT_GT(stats.mean_batch_size(), 1.0);
+  ExpectNoStreamsLeft();
+}
+
+TEST_F(ServerTest, BadInputGetsItsExactCodeAndTheServerKeepsServing) {
+  struct Row {
+    const char* what;
+    std::vector<v1::StreamVocodeRequest> requests;
+    grpc::StatusCode code;
+    const char* message;
+  };
+  const std::vector<uint32_t> ok_tokens(10, 5);
+  const std::vector<Row> rows = {
+      {"chunk before config",
+       {Chunk(0, ok_tokens, true)},
+       grpc::INVALID_ARGUMENT,
+       "first message must carry the config"},
+      {"config twice", {Config(), Config()}, grpc::INVALID_ARGUMENT, "config sent twice"},
+      {"no encoding",
+       {Config("alice", v1::AUDIO_ENCODING_UNSPECIFIED)},
+       grpc::INVALID_ARGUMENT,
+       "encoding"},
+      {"too many steps",
+       {Config("alice", v1::PCM_S16LE, 500)},
+       grpc::INVALID_ARGUMENT,
+       "n_timesteps"},
+      {"unknown voice", {Config("nobody")}, grpc::NOT_FOUND, "'nobody'"},
+      {"token out of range",
+       {Config(), Chunk(0, {1, 2, 7000}, true)},
+       grpc::INVALID_ARGUMENT,
+       "token 2 of the chunk is 7000"},
+      {"sequence gap",
+       {Config(), Chunk(0, ok_tokens, false), Chunk(2, ok_tokens, true)},
+       grpc::INVALID_ARGUMENT,
+       "expected 1"},
+      {"oversize chunk",
+       {Config(), Chunk(0, std::vector<uint32_t>(101, 5), true)},
+       grpc::INVALID_ARGUMENT,
+       "--max-tokens-per-chunk"},
+      {"chunk after final",
+       {Config(), Chunk(0, ok_tokens, true), Chunk(1, ok_tokens, true)},
+       grpc::INVALID_ARGUMENT,
+       "after the final"},
+  };
+  for (const Row& row : rows) {
+    const grpc::Status s = Raw(row.requests);
+    EXPECT_EQ(s.error_code(), row.code) << row.what << ": " << s.error_message();
+    EXPECT_THAT(s.error_message(), HasSubstr(row.message)) << row.what;
+    // The next stream still works.
+    const auto good = client_->Stream(client::DemoTokens(12, 3), Opts());
+    EXPECT_TRUE(good.status.ok()) << row.what
+                                  << " broke the server: " << good.status.error_message();
+  }
+  ExpectNoStreamsLeft();
+}
+
+TEST_F(ServerTest, VoicesRegisterListGetDelete) {
+  auto& stub = client_->stub();
+  v1::RegisterVoiceRequest req;
+  req.set_voice_id("carol");
+  req.set_display_name("Carol");
+  auto* c = req.mutable_conditioning();
+  for (int i = 0; i < 10; ++i) c->add_prompt_tokens(static_cast<uint32_t>(i * 11));
+  c->set_prompt_frames(20);
+  for (int i = 0; i < 20 * 80; ++i) c->add_prompt_mel(-5.0f + 0.001f * static_cast<float>(i % 97));
+  for (int i = 0; i < 192; ++i) c->add_embedding(0.01f * static_cast<float>(i % 13));
+  v1::Voice voice;
+  {
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(stub.RegisterVoice(&ctx, req, &voice).ok());
+  }
+  EXPECT_EQ(voice.voice_id(), "carol");
+  EXPECT_EQ(voice.prompt_tokens(), 10u);
+  EXPECT_EQ(voice.fingerprint().size(), 32u);
+  {
+    grpc::ClientContext ctx;
+    EXPECT_EQ(stub.RegisterVoice(&ctx, req, &voice).error_code(), grpc::ALREADY_EXISTS);
+  }
+  {
+    auto bad = req;
+    bad.set_voice_id("dave");
+    bad.mutable_conditioning()->mutable_embedding()->Truncate(100);
+    grpc::ClientContext ctx;
+    const auto s = stub.RegisterVoice(&ctx, bad, &voice);
+    EXPECT_EQ(s.error_code(), grpc::INVALID_ARGUMENT);
+    EXPECT_THAT(s.error_message(), HasSubstr("embedding has 100"));
+  }
+  {
+    auto bad = req;
+    bad.set_voice_id("not a valid id!");
+    grpc::ClientContext ctx;
+    EXPECT_EQ(stub.RegisterVoice(&ctx, bad, &voice).error_code(), grpc::INVALID_ARGUMENT);
+  }
+  EXPECT_TRUE(client_->Stream(client::DemoTokens(30, 4), Opts("carol")).status.ok());
+  {
+    grpc::ClientContext ctx;
+    v1::ListVoicesRequest lreq;
+    lreq.set_page_size(2);
+    v1::ListVoicesResponse list;
+    ASSERT_TRUE(stub.ListVoices(&ctx, lreq, &list).ok());
+    ASSERT_EQ(list.voices_size(), 2);
+    EXPECT_EQ(list.voices(0).voice_id(), "alice");
+    EXPECT_EQ(list.next_page_token(), "bob");
+    grpc::ClientContext ctx2;
+    lreq.set_page_token(list.next_page_token());
+    ASSERT_TRUE(stub.ListVoices(&ctx2, lreq, &list).ok());
+    ASSERT_EQ(list.voices_size(), 1);
+    EXPECT_EQ(list.voices(0).voice_id(), "carol");
+  }
+  {
+    grpc::ClientContext ctx;
+    v1::DeleteVoiceRequest d;
+    d.set_voice_id("carol");
+    google::protobuf::Empty e;
+    ASSERT_TRUE(stub.DeleteVoice(&ctx, d, &e).ok());
+    grpc::ClientContext ctx2;
+    v1::GetVoiceRequest g;
+    g.set_voice_id("carol");
+    EXPECT_EQ(stub.GetVoice(&ctx2, g, &voice).error_code(), grpc::NOT_FOUND);
+  }
+}
+
+TEST_F(ServerTest, CancelledStreamStopsSubmittingAndLeavesNothingBehind) {
+  auto o = Opts();
+  o.chunk_tokens = 10;
+  o.tokens_per_second = 100;  // still sending when it cancels
+  o.cancel_after_audio_chunks = 1;
+  const auto before = server_->batcher().stats();
+  const auto r = client_->Stream(client::DemoTokens(400, 5), o);
+  EXPECT_EQ(r.status.error_code(), grpc::CANCELLED);
+  ExpectNoStreamsLeft();
+  const auto after = server_->batcher().stats();
+  // 400 tokens at 10 per chunk would need ~40 jobs; the cancelled stream
+  // stopped after a handful.
+  EXPECT_LT(after.submitted - before.submitted, 10);
+  EXPECT_EQ(server_->batcher().queue_depth(), 0);
+}
+
+TEST_F(ServerTest, ClientDeadlineBecomesTheJobDeadline) {
+  auto o = Opts();
+  o.deadline = std::chrono::milliseconds(1);
+  const auto r = client_->Stream(client::DemoTokens(200, 6), o);
+  EXPECT_EQ(r.status.error_code(), grpc::DEADLINE_EXCEEDED);
+  ExpectNoStreamsLeft();
+}
+
+TEST(ServerLimitsTest, StreamCapGivesResourceExhausted) {
+  config::Config c = TestConfig();
+  c.max_streams = 1;
+  auto v = model::LoadVocoder(c.model_dir, "cpu");
+  ASSERT_TRUE(v.ok());
+  auto s = VocoderServer::Start(c, std::move(*v));
+  ASSERT_TRUE(s.ok()) << s.status();
+  auto channel = grpc::CreateChannel("127.0.0.1:" + std::to_string((*s)->port()),
+                                     grpc::InsecureChannelCredentials());
+  client::VocoderClient client(channel);
+  client::StreamOptions slow;
+  slow.voice_id = "alice";
+  slow.chunk_tokens = 5;
+  slow.tokens_per_second = 25;
+  std::thread first(
+      [&] { EXPECT_TRUE(client.Stream(client::DemoTokens(50, 7), slow).status.ok()); });
+  while ((*s)->state().streams.load() == 0)
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  client::StreamOptions o;
+  o.voice_id = "alice";
+  const auto r = client.Stream(client::DemoTokens(10, 8), o);
+  EXPECT_EQ(r.status.error_code(), grpc::RESOURCE_EXHAUSTED);
+  EXPECT_THAT(r.status.error_message(), HasSubstr("--max-streams"));
+  first.join();
+}
+
+TEST_F(ServerTest, DrainFinishesActiveStreamsAndRefusesNewOnes) {
+  grpc::health::v1::HealthCheckRequest ready_req;
+  ready_req.set_service(kReadinessService);
+  auto health = grpc::health::v1::Health::NewStub(channel_);
+  {
+    grpc::ClientContext ctx;
+    grpc::health::v1::HealthCheckResponse resp;
+    ASSERT_TRUE(health->Check(&ctx, ready_req, &resp).ok());
+    EXPECT_EQ(resp.status(), grpc::health::v1::HealthCheckResponse::SERVING);
+  }
+  auto o = Opts();
+  o.chunk_tokens = 10;
+  o.tokens_per_second = 50;  // ~2 s of sending
+  client::StreamResult active;
+  std::thread streamer([&] { active = client_->Stream(client::DemoTokens(100, 9), o); });
+  while (server_->state().streams.load() == 0)
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  std::thread drainer([&] { server_->Drain(std::chrono::seconds(30)); });
+  while (!server_->state().draining.load())
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  {
+    grpc::ClientContext ctx;
+    grpc::health::v1::HealthCheckResponse resp;
+    const auto s = health->Check(&ctx, ready_req, &resp);
+    EXPECT_TRUE(!s.ok() || resp.status() == grpc::health::v1::HealthCheckResponse::NOT_SERVING);
+  }
+  const auto refused = client_->Stream(client::DemoTokens(10, 10), Opts());
+  EXPECT_EQ(refused.status.error_code(), grpc::UNAVAILABLE);
+  streamer.join();
+  drainer.join();
+  EXPECT_TRUE(active.status.ok()) << active.status.error_message();
+  EXPECT_EQ(active.audio.size(), 100u * 960);
+}
+
+// The real binary: SIGTERM while a stream is active -> it completes, the
+// process exits 0.
+TEST(VocoderdProcessTest, SigtermDrainsAndExitsZero) {
+  const char* bin = std::getenv("VOCODERD_BIN");
+  ASSERT_NE(bin, nullptr) << "set VOCODERD_BIN";
+  int out[2];
+  ASSERT_EQ(pipe(out), 0);
+  const pid_t pid = fork();
+  if (pid == 0) {
+    dup2(out[1], 1);
+    close(out[0]);
+    const std::string dir = "--model-dir=" + ModelDir();
+    execl(bin, bin, "--listen=127.0.0.1:0", dir.c_str(), "--drain-grace-s=20",
+          static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  close(out[1]);
+  std::string line;
+  char c;
+  while (read(out[0], &c, 1) == 1 && c != '\n') line += c;
+  const auto at = line.find("port ");
+  ASSERT_NE(at, std::string::npos) << "vocoderd printed: " << line;
+  const int port = std::atoi(line.c_str() + at + 5);
+  client::VocoderClient client(
+      grpc::CreateChannel("127.0.0.1:" + std::to_string(port), grpc::InsecureChannelCredentials()));
+  client::StreamOptions o;
+  o.voice_id = "alice";
+  o.chunk_tokens = 10;
+  o.tokens_per_second = 50;
+  client::StreamResult r;
+  std::thread streamer([&] { r = client.Stream(client::DemoTokens(75, 11), o); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(400));
+  kill(pid, SIGTERM);
+  streamer.join();
+  int status = 0;
+  waitpid(pid, &status, 0);
+  EXPECT_TRUE(r.status.ok()) << r.status.error_message();
+  EXPECT_EQ(r.audio.size(), 75u * 960);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+}
+
+}  // namespace
+}  // namespace vocoder::server

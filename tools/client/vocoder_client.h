@@ -1,0 +1,72 @@
+// A C++ client for vocoder.v1: streams an utterance as token chunks (as fast
+// as possible or paced like a T3 front-end), stitches the audio by
+// start_sample and records per-chunk latency and server timing. Used by the
+// tests, the demo (vocoder-client) and the load generator.
+//
+// Thread-safety: a VocoderClient may be used from many threads at once (one
+// call per thread); each call owns its own stream.
+#ifndef VOCODER_TOOLS_CLIENT_VOCODER_CLIENT_H_
+#define VOCODER_TOOLS_CLIENT_VOCODER_CLIENT_H_
+
+#include <grpcpp/grpcpp.h>
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "vocoder/v1/vocoder.grpc.pb.h"
+
+namespace vocoder::client {
+
+struct StreamOptions {
+  std::string voice_id;
+  v1::AudioEncoding encoding = v1::PCM_F32LE;
+  uint32_t n_timesteps = 0;  // 0 = server default
+  std::string request_id;
+  int chunk_tokens = 25;
+  double tokens_per_second = 0;           // 0 = send as fast as possible
+  std::chrono::milliseconds deadline{0};  // 0 = none
+  int cancel_after_audio_chunks = -1;     // cancel once this many audio chunks arrived
+};
+
+struct ChunkRecord {
+  uint64_t sequence_number = 0;
+  uint64_t start_sample = 0;
+  uint32_t num_samples = 0;
+  double latency_s = 0;  // its TokenChunk sent -> this audio received
+  v1::ServerTiming timing;
+};
+
+struct StreamResult {
+  grpc::Status status;
+  v1::Started started;
+  std::vector<float> audio;
+  std::vector<ChunkRecord> chunks;
+  double first_audio_s = -1;  // first chunk sent -> first audio received
+  double total_s = 0;
+  bool gap_free = true;  // every chunk started where the previous ended
+};
+
+class VocoderClient {
+ public:
+  explicit VocoderClient(std::shared_ptr<grpc::Channel> channel)
+      : stub_(v1::Vocoder::NewStub(channel)) {}
+
+  StreamResult Stream(const std::vector<int64_t>& tokens, const StreamOptions& options);
+  v1::Vocoder::Stub& stub() { return *stub_; }
+
+ private:
+  std::unique_ptr<v1::Vocoder::Stub> stub_;
+};
+
+// Samples from an AudioChunk's bytes in the given encoding, scaled to [-1, 1].
+std::vector<float> DecodeAudio(const std::string& bytes, v1::AudioEncoding encoding);
+// Deterministic pseudo-random speech tokens (ids 0..6560).
+std::vector<int64_t> DemoTokens(int n, uint64_t seed);
+// 16-bit mono PCM WAV.
+bool WriteWav(const std::string& path, const std::vector<float>& samples, int sample_rate);
+
+}  // namespace vocoder::client
+
+#endif  // VOCODER_TOOLS_CLIENT_VOCODER_CLIENT_H_
