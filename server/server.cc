@@ -6,10 +6,12 @@
 #include <grpcpp/server_builder.h>
 
 #include <fstream>
+#include <future>
 #include <sstream>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "server/stream_session.h"
 
 namespace vocoder::server {
 namespace {
@@ -92,8 +94,9 @@ absl::StatusOr<std::unique_ptr<VocoderServer>> VocoderServer::Start(
   return s;
 }
 
-// One small batch through every stage, so the first client does not pay for
-// lazy initialization (allocator, kernels, thread pools).
+// A short streamed utterance through the batcher (so on its thread: thread
+// pools and kernel caches are per thread), so the first clients do not pay
+// for lazy initialization of a first, middle and last chunk's shapes.
 absl::Status VocoderServer::Warmup() {
   auto voices = voices_->List();
   std::shared_ptr<const model::Voice> voice;
@@ -106,12 +109,27 @@ absl::Status VocoderServer::Warmup() {
     if (!prepared.ok()) return prepared.status();
     voice = *prepared;
   }
-  model::VocodeJob job;
-  job.voice = voice;
-  job.tokens.assign(12, 100);
-  model::VocodeJob* p = &job;
-  if (auto s = vocoder_->Run(absl::MakeConstSpan(&p, 1), 2); !s.ok()) {
-    return absl::Status(s.code(), absl::StrCat("model warm-up failed: ", s.message()));
+  StreamSession session(SessionOptions{}, voice, {});
+  for (int chunk = 0; chunk < 3; ++chunk) {
+    session.Append(std::vector<int64_t>(25, 100 + chunk));
+    if (chunk == 2) session.EndInput();
+    while (auto job = session.NextJob()) {
+      std::promise<std::pair<absl::Status, model::VocodeJob>> done;
+      auto result = done.get_future();
+      std::unique_ptr<batcher::Job> j = std::make_unique<ModelJob>(
+          std::move(*job), batcher::Fingerprint{}, vocoder_->manifest().n_timesteps,
+          /*stream_id=*/0, batcher::kNever, nullptr,
+          [&done](absl::Status s, const batcher::BatchInfo&, model::VocodeJob& r) {
+            done.set_value({std::move(s), std::move(r)});
+          });
+      if (auto s = batcher_->Submit(&j); !s.ok()) return s;
+      auto [status, finished] = result.get();
+      if (!status.ok()) {
+        return absl::Status(status.code(),
+                            absl::StrCat("model warm-up failed: ", status.message()));
+      }
+      session.Complete(finished);
+    }
   }
   return absl::OkStatus();
 }
