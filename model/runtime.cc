@@ -47,8 +47,8 @@ int64_t CudaMemoryAllocated(const Device& device) {
 
 int64_t CudaPeakMemory(const Device& device) {
   if (!device.is_cuda() || !CheckDevice(device).ok()) return 0;
-  const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(
-      static_cast<c10::DeviceIndex>(device.index));
+  const auto stats =
+      c10::cuda::CUDACachingAllocator::getDeviceStats(static_cast<c10::DeviceIndex>(device.index));
   return stats.allocated_bytes[static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE)]
       .peak;
 }

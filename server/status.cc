@@ -2,6 +2,9 @@
 
 #include <string>
 
+#include "google/rpc/error_details.pb.h"
+#include "google/rpc/status.pb.h"
+
 namespace vocoder::server {
 namespace {
 
@@ -22,7 +25,29 @@ grpc::Status ToGrpcStatus(const absl::Status& status) {
   if (code < 0 || code > grpc::StatusCode::UNAUTHENTICATED) {
     return grpc::Status(grpc::StatusCode::UNKNOWN, std::string(status.message()));
   }
-  return grpc::Status(static_cast<grpc::StatusCode>(code), std::string(status.message()));
+  const auto grpc_code = static_cast<grpc::StatusCode>(code);
+  const auto delay = RetryDelay(status.code());
+  if (!delay) return grpc::Status(grpc_code, std::string(status.message()));
+  // Retryable: tell the client when, as google.rpc.RetryInfo in the details.
+  google::rpc::RetryInfo retry;
+  retry.mutable_retry_delay()->set_seconds(delay->count() / 1000);
+  retry.mutable_retry_delay()->set_nanos(static_cast<int32_t>(delay->count() % 1000) * 1000000);
+  google::rpc::Status details;
+  details.set_code(code);
+  details.set_message(std::string(status.message()));
+  details.add_details()->PackFrom(retry);
+  return grpc::Status(grpc_code, std::string(status.message()), details.SerializeAsString());
+}
+
+std::optional<std::chrono::milliseconds> RetryDelay(absl::StatusCode code) {
+  switch (code) {
+    case absl::StatusCode::kResourceExhausted:
+      return std::chrono::milliseconds(100);  // queue or stream cap: back off briefly
+    case absl::StatusCode::kUnavailable:
+      return std::chrono::milliseconds(1000);  // draining or loading: try another replica
+    default:
+      return std::nullopt;
+  }
 }
 
 absl::Status FromGrpcStatus(const grpc::Status& status) {

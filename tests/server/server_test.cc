@@ -13,6 +13,8 @@
 #include <cstdlib>
 #include <thread>
 
+#include "google/rpc/error_details.pb.h"
+#include "google/rpc/status.pb.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "tools/client/vocoder_client.h"
 
@@ -316,6 +318,11 @@ TEST(ServerLimitsTest, StreamCapGivesResourceExhausted) {
   const auto r = client.Stream(client::DemoTokens(10, 8), o);
   EXPECT_EQ(r.status.error_code(), grpc::RESOURCE_EXHAUSTED);
   EXPECT_THAT(r.status.error_message(), HasSubstr("--max-streams"));
+  google::rpc::Status details;  // retryable: RetryInfo rides along
+  ASSERT_TRUE(details.ParseFromString(r.status.error_details()));
+  google::rpc::RetryInfo retry;
+  ASSERT_TRUE(details.details_size() == 1 && details.details(0).UnpackTo(&retry));
+  EXPECT_GT(retry.retry_delay().nanos() + retry.retry_delay().seconds(), 0);
   first.join();
 }
 

@@ -2,6 +2,9 @@
 
 #include <gtest/gtest.h>
 
+#include "google/rpc/error_details.pb.h"
+#include "google/rpc/status.pb.h"
+
 namespace vocoder::server {
 namespace {
 
@@ -29,6 +32,24 @@ TEST(StatusTest, MapsEveryCodeTheServerUsesWithItsMessage) {
     EXPECT_EQ(FromGrpcStatus(g), r.in);
   }
   EXPECT_TRUE(ToGrpcStatus(absl::OkStatus()).ok());
+}
+
+TEST(StatusTest, RetryableCodesCarryRetryInfo) {
+  const grpc::Status full = ToGrpcStatus(absl::ResourceExhaustedError("queue full"));
+  google::rpc::Status details;
+  ASSERT_TRUE(details.ParseFromString(full.error_details()));
+  EXPECT_EQ(details.code(), grpc::RESOURCE_EXHAUSTED);
+  ASSERT_EQ(details.details_size(), 1);
+  google::rpc::RetryInfo retry;
+  ASSERT_TRUE(details.details(0).UnpackTo(&retry));
+  EXPECT_EQ(retry.retry_delay().nanos(), 100000000);
+
+  const grpc::Status draining = ToGrpcStatus(absl::UnavailableError("draining"));
+  ASSERT_TRUE(details.ParseFromString(draining.error_details()));
+  ASSERT_TRUE(details.details(0).UnpackTo(&retry));
+  EXPECT_EQ(retry.retry_delay().seconds(), 1);
+
+  EXPECT_TRUE(ToGrpcStatus(absl::InvalidArgumentError("bad token")).error_details().empty());
 }
 
 }  // namespace
