@@ -134,9 +134,11 @@ void FillTiming(const batcher::BatchInfo& info, v1::ServerTiming* t) {
   t->set_batch_size(static_cast<uint32_t>(info.batch_size));
 }
 
-// Reactors live until gRPC is done with them (OnDone) and every job they
-// submitted has completed: one reference for each.
-class RefCounted {
+// What every vocoding call shares: admission, the stream count the batcher's
+// all_ready trigger relies on, cancellation of queued jobs, an idempotent
+// finish, and a reference count: a call lives until gRPC is done with it
+// (OnDone) and every job it submitted has completed.
+class CallBase {
  public:
   void Ref() { refs_.fetch_add(1, std::memory_order_relaxed); }
   void Unref() {
@@ -144,7 +146,49 @@ class RefCounted {
   }
 
  protected:
-  virtual ~RefCounted() = default;
+  explicit CallBase(const ServiceDeps& d)
+      : d_(d), cancel_(std::make_shared<batcher::Cancellation>()) {}
+  virtual ~CallBase() = default;
+  // Sends the final status (the reactor's Finish).
+  virtual void SendFinish(const grpc::Status& status) = 0;
+
+  // Under mu_, from the derived constructor: refuses (and finishes) when
+  // draining, not ready or at the stream cap.
+  bool AdmitLocked() {
+    if (absl::Status s = Admit(d_); !s.ok()) {
+      FinishLocked(s);
+      return false;
+    }
+    admitted_ = true;
+    d_.state.streams.fetch_add(1);
+    d_.batcher.StreamOpened();
+    return true;
+  }
+  void Cancel(const char* why) {
+    cancel_->Cancel();  // queued jobs of this call never reach the GPU
+    std::lock_guard lock(mu_);
+    FinishLocked(absl::CancelledError(why));
+  }
+  // From OnDone.
+  void Done() {
+    if (admitted_) {
+      d_.state.streams.fetch_sub(1);
+      d_.batcher.StreamClosed();
+    }
+    Unref();
+  }
+  void FinishLocked(const absl::Status& status) {
+    if (finished_) return;
+    finished_ = true;
+    if (!status.ok()) cancel_->Cancel();  // drop anything still queued
+    SendFinish(ToGrpcStatus(status));
+  }
+
+  const ServiceDeps d_;
+  const std::shared_ptr<batcher::Cancellation> cancel_;
+  std::mutex mu_;
+  bool admitted_ = false;
+  bool finished_ = false;
 
  private:
   std::atomic<int> refs_{1};
@@ -175,18 +219,11 @@ absl::Status SubmitJob(const ServiceDeps& d, Owner* owner, model::VocodeJob job,
 
 class StreamReactor final
     : public grpc::ServerBidiReactor<v1::StreamVocodeRequest, v1::StreamVocodeResponse>,
-      public RefCounted {
+      public CallBase {
  public:
-  StreamReactor(const ServiceDeps& d, grpc::CallbackServerContext* ctx)
-      : d_(d), ctx_(ctx), cancel_(std::make_shared<batcher::Cancellation>()) {
+  StreamReactor(const ServiceDeps& d, grpc::CallbackServerContext* ctx) : CallBase(d), ctx_(ctx) {
     std::lock_guard lock(mu_);
-    if (absl::Status s = Admit(d_); !s.ok()) {
-      FinishLocked(s);
-      return;
-    }
-    admitted_ = true;
-    d_.state.streams.fetch_add(1);
-    d_.batcher.StreamOpened();
+    if (!AdmitLocked()) return;
     stream_id_ = d_.state.next_stream_id.fetch_add(1);
     deadline_ = JobDeadline(ctx_);
     StartRead(&request_);
@@ -216,19 +253,8 @@ class StreamReactor final
     MaybeFinishLocked();
   }
 
-  void OnCancel() override {
-    cancel_->Cancel();  // queued jobs of this stream never reach the GPU
-    std::lock_guard lock(mu_);
-    FinishLocked(absl::CancelledError("stream cancelled by the client"));
-  }
-
-  void OnDone() override {
-    if (admitted_) {
-      d_.state.streams.fetch_sub(1);
-      d_.batcher.StreamClosed();
-    }
-    Unref();
-  }
+  void OnCancel() override { Cancel("stream cancelled by the client"); }
+  void OnDone() override { Done(); }
 
   void OnJobDone(const absl::Status& status, const batcher::BatchInfo& info,
                  model::VocodeJob& job) {
@@ -339,19 +365,9 @@ class StreamReactor final
     }
   }
 
-  void FinishLocked(const absl::Status& status) {
-    if (finished_) return;
-    finished_ = true;
-    if (!status.ok()) cancel_->Cancel();  // drop anything still queued
-    Finish(ToGrpcStatus(status));
-  }
+  void SendFinish(const grpc::Status& status) override { Finish(status); }
 
-  const ServiceDeps d_;
   grpc::CallbackServerContext* const ctx_;
-  const std::shared_ptr<batcher::Cancellation> cancel_;
-  std::mutex mu_;
-  bool admitted_ = false;
-  bool finished_ = false;
   bool write_pending_ = false;
   uint64_t stream_id_ = 0;
   batcher::TimePoint deadline_ = batcher::kNever;
@@ -366,35 +382,18 @@ class StreamReactor final
   batcher::BatchInfo timing_;
 };
 
-class UnaryVocodeReactor final : public grpc::ServerUnaryReactor, public RefCounted {
+class UnaryVocodeReactor final : public grpc::ServerUnaryReactor, public CallBase {
  public:
   UnaryVocodeReactor(const ServiceDeps& d, grpc::CallbackServerContext* ctx,
                      const v1::VocodeRequest* request, v1::VocodeResponse* response)
-      : d_(d), response_(response), cancel_(std::make_shared<batcher::Cancellation>()) {
+      : CallBase(d), response_(response) {
     std::lock_guard lock(mu_);
-    if (absl::Status s = Admit(d_); !s.ok()) {
-      FinishLocked(s);
-      return;
-    }
-    admitted_ = true;
-    d_.state.streams.fetch_add(1);
-    d_.batcher.StreamOpened();
+    if (!AdmitLocked()) return;
     if (absl::Status s = Start(ctx, *request); !s.ok()) FinishLocked(s);
   }
 
-  void OnCancel() override {
-    cancel_->Cancel();
-    std::lock_guard lock(mu_);
-    FinishLocked(absl::CancelledError("call cancelled by the client"));
-  }
-
-  void OnDone() override {
-    if (admitted_) {
-      d_.state.streams.fetch_sub(1);
-      d_.batcher.StreamClosed();
-    }
-    Unref();
-  }
+  void OnCancel() override { Cancel("call cancelled by the client"); }
+  void OnDone() override { Done(); }
 
  private:
   absl::Status Start(grpc::CallbackServerContext* ctx, const v1::VocodeRequest& request) {
@@ -444,19 +443,9 @@ class UnaryVocodeReactor final : public grpc::ServerUnaryReactor, public RefCoun
     FinishLocked(absl::OkStatus());
   }
 
-  void FinishLocked(const absl::Status& status) {
-    if (finished_) return;
-    finished_ = true;
-    if (!status.ok()) cancel_->Cancel();
-    Finish(ToGrpcStatus(status));
-  }
+  void SendFinish(const grpc::Status& status) override { Finish(status); }
 
-  const ServiceDeps d_;
   v1::VocodeResponse* const response_;
-  const std::shared_ptr<batcher::Cancellation> cancel_;
-  std::mutex mu_;
-  bool admitted_ = false;
-  bool finished_ = false;
   StreamSetup setup_;
   std::optional<StreamSession> session_;
 };

@@ -13,6 +13,7 @@
 
 #include "nlohmann/json.hpp"
 #include "tests/testing/status_matchers.h"
+#include "tests/testing/test_model.h"
 
 namespace vocoder::model {
 namespace {
@@ -20,10 +21,7 @@ namespace {
 using ::testing::HasSubstr;
 using vocoder::testing::StatusIs;
 
-std::string ModelDir() {
-  const char* dir = std::getenv("VOCODER_TEST_MODEL_DIR");
-  return dir != nullptr ? dir : "build/release/test-model";
-}
+using vocoder::testing::TestModelDir;
 
 // cpu by default; the GPU script runs this suite with cuda:0 on a CUDA export.
 std::string TestDevice() {
@@ -56,7 +54,7 @@ struct GoldenCase {
 class VocoderTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    auto v = LoadVocoder(ModelDir(), TestDevice());
+    auto v = LoadVocoder(TestModelDir(), TestDevice());
     ASSERT_TRUE(v.ok()) << v.status();
     vocoder_ = v->release();
     // fp32 exports must match the official implementation to 1e-4. A CUDA
@@ -299,13 +297,13 @@ TEST(VocoderLoadTest, ClearErrorsForMissingCorruptOrMismatchedModels) {
   EXPECT_THAT(LoadVocoder("/nonexistent/model", "cpu"),
               StatusIs(absl::StatusCode::kNotFound, HasSubstr("export one with")));
   const std::string other = TestDevice() == "cpu" ? "cuda:0" : "cpu";
-  EXPECT_THAT(LoadVocoder(ModelDir(), other),
+  EXPECT_THAT(LoadVocoder(TestModelDir(), other),
               StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr(other)));
-  EXPECT_THAT(LoadVocoder(ModelDir(), "tpu"),
+  EXPECT_THAT(LoadVocoder(TestModelDir(), "tpu"),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("cuda:N")));
   const fs::path copy = fs::temp_directory_path() / "vocoderd-corrupt-model";
   fs::remove_all(copy);
-  fs::copy(ModelDir(), copy, fs::copy_options::recursive);
+  fs::copy(TestModelDir(), copy, fs::copy_options::recursive);
   {
     std::fstream f(copy / "estimator.pt", std::ios::in | std::ios::out | std::ios::binary);
     f.seekp(100);

@@ -12,6 +12,7 @@
 #include <mutex>
 
 #include "tests/testing/status_matchers.h"
+#include "tests/testing/test_model.h"
 
 namespace vocoder::server {
 namespace {
@@ -19,10 +20,7 @@ namespace {
 using ::testing::HasSubstr;
 using vocoder::testing::StatusIs;
 
-std::string ModelDir() {
-  const char* dir = std::getenv("VOCODER_TEST_MODEL_DIR");
-  return dir != nullptr ? dir : "build/release/test-model";
-}
+using vocoder::testing::TestModelDir;
 
 struct Results {
   std::mutex mu;
@@ -39,7 +37,7 @@ struct Results {
 class ModelRunnerTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    auto v = model::LoadVocoder(ModelDir(), "cpu");
+    auto v = model::LoadVocoder(TestModelDir(), "cpu");
     ASSERT_TRUE(v.ok()) << v.status();
     vocoder_ = std::move(*v);
     runner_ = std::make_unique<ModelBatchRunner>(*vocoder_);

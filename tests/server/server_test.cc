@@ -16,6 +16,7 @@
 #include "google/rpc/error_details.pb.h"
 #include "google/rpc/status.pb.h"
 #include "grpc/health/v1/health.grpc.pb.h"
+#include "tests/testing/test_model.h"
 #include "tools/client/vocoder_client.h"
 
 namespace vocoder::server {
@@ -23,16 +24,13 @@ namespace {
 
 using ::testing::HasSubstr;
 
-std::string ModelDir() {
-  const char* dir = std::getenv("VOCODER_TEST_MODEL_DIR");
-  return dir != nullptr ? dir : "build/release/test-model";
-}
+using vocoder::testing::TestModelDir;
 
 config::Config TestConfig() {
   config::Config c;
   c.listen = "127.0.0.1:0";
   c.metrics_listen = "";
-  c.model_dir = ModelDir();
+  c.model_dir = TestModelDir();
   c.max_tokens_per_chunk = 100;
   c.max_streams = 64;
   return c;
@@ -371,7 +369,7 @@ TEST(VocoderdProcessTest, SigtermDrainsAndExitsZero) {
   if (pid == 0) {
     dup2(out[1], 1);
     close(out[0]);
-    const std::string dir = "--model-dir=" + ModelDir();
+    const std::string dir = "--model-dir=" + TestModelDir();
     execl(bin, bin, "--listen=127.0.0.1:0", dir.c_str(), "--drain-grace-s=20",
           static_cast<char*>(nullptr));
     _exit(127);

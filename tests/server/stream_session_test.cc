@@ -9,13 +9,12 @@
 #include <cmath>
 #include <cstdlib>
 
+#include "tests/testing/test_model.h"
+
 namespace vocoder::server {
 namespace {
 
-std::string ModelDir() {
-  const char* dir = std::getenv("VOCODER_TEST_MODEL_DIR");
-  return dir != nullptr ? dir : "build/release/test-model";
-}
+using vocoder::testing::TestModelDir;
 
 std::vector<int64_t> Utterance(int n) {
   std::vector<int64_t> t;
@@ -112,7 +111,7 @@ TEST(StreamSessionTest, BacklogIsVocodedInBoundedJobs) {
 // Streaming fidelity with the real model: the concatenated stream against the
 // same utterance vocoded in one piece. docs/streaming.md justifies the bounds.
 TEST(StreamFidelityTest, StreamedAudioMatchesOnePieceVocoding) {
-  auto v = model::LoadVocoder(ModelDir(), "cpu");
+  auto v = model::LoadVocoder(TestModelDir(), "cpu");
   ASSERT_TRUE(v.ok()) << v.status();
   auto data = model::ReadVoiceFile((*v)->manifest().Path((*v)->manifest().voices[0]));
   ASSERT_TRUE(data.ok());
