@@ -2,12 +2,33 @@
 #include <pthread.h>
 #include <signal.h>
 
+#include <cstdarg>
 #include <cstdio>
+#include <string>
 #include <thread>
 
 #include "config/config.h"
 #include "model/vocoder.h"
 #include "server/server.h"
+
+namespace {
+
+// --log-level filters vocoderd's few lifecycle messages (stderr).
+int g_log_level = 1;  // 0 debug, 1 info, 2 warning, 3 error
+int LevelOf(const std::string& name) {
+  return name == "debug" ? 0 : name == "info" ? 1 : name == "warning" ? 2 : 3;
+}
+__attribute__((format(printf, 2, 3))) void Log(int level, const char* fmt, ...) {
+  if (level < g_log_level) return;
+  std::fputs("vocoderd: ", stderr);
+  va_list args;
+  va_start(args, fmt);
+  std::vfprintf(stderr, fmt, args);
+  va_end(args);
+  std::fputc('\n', stderr);
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   auto parsed = vocoder::config::ParseConfig(argc, argv);
@@ -20,6 +41,7 @@ int main(int argc, char** argv) {
     return parsed->exit_code;
   }
   const vocoder::config::Config& config = parsed->config;
+  g_log_level = LevelOf(config.log_level);
 
   // SIGTERM/SIGINT are taken by sigwait below, never by a handler: block them
   // before any thread starts so every thread inherits the mask.
@@ -29,16 +51,15 @@ int main(int argc, char** argv) {
   sigaddset(&signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
-  std::fprintf(stderr, "vocoderd: loading %s on %s\n", config.model_dir.c_str(),
-               config.device.c_str());
+  Log(1, "loading %s on %s", config.model_dir.c_str(), config.device.c_str());
   auto vocoder = vocoder::model::LoadVocoder(config.model_dir, config.device);
   if (!vocoder.ok()) {
-    std::fprintf(stderr, "vocoderd: %s\n", vocoder.status().ToString().c_str());
+    Log(3, "%s", vocoder.status().ToString().c_str());
     return 1;
   }
   auto server = vocoder::server::VocoderServer::Start(config, std::move(*vocoder));
   if (!server.ok()) {
-    std::fprintf(stderr, "vocoderd: %s\n", server.status().ToString().c_str());
+    Log(3, "%s", server.status().ToString().c_str());
     return 1;
   }
   // The bound port on one line, for scripts that start us on port 0.
@@ -48,10 +69,10 @@ int main(int argc, char** argv) {
 
   int sig = 0;
   sigwait(&signals, &sig);
-  std::fprintf(stderr, "vocoderd: %s: draining (grace %.1f s)\n",
-               sig == SIGTERM ? "SIGTERM" : "SIGINT", config.drain_grace_s);
+  Log(1, "%s: draining (grace %.1f s)", sig == SIGTERM ? "SIGTERM" : "SIGINT",
+      config.drain_grace_s);
   (*server)->Drain(std::chrono::milliseconds(static_cast<int64_t>(config.drain_grace_s * 1000)));
   server->reset();
-  std::fprintf(stderr, "vocoderd: stopped\n");
+  Log(1, "stopped");
   return 0;
 }
