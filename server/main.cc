@@ -63,8 +63,10 @@ int main(int argc, char** argv) {
     return 1;
   }
   // The bound port on one line, for scripts that start us on port 0.
-  std::fprintf(stdout, "vocoderd: serving on port %d (voices: %zu, device %s)\n", (*server)->port(),
-               (*server)->voices().size(), config.device.c_str());
+  std::fprintf(stdout,
+               "vocoderd: serving on port %d, metrics on port %d (voices: %zu, device %s)\n",
+               (*server)->port(), (*server)->metrics_port(), (*server)->voices().size(),
+               config.device.c_str());
   std::fflush(stdout);
 
   int sig = 0;

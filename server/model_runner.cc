@@ -2,6 +2,9 @@
 
 #include <vector>
 
+#include "model/runtime.h"
+#include "server/metrics.h"
+
 namespace vocoder::server {
 
 batcher::Fingerprint VoiceFingerprint(const model::VoiceData& voice) {
@@ -28,12 +31,19 @@ void ModelJob::Complete(absl::Status status, const batcher::BatchInfo& info) {
   done_(std::move(status), info, job_);
 }
 
+ModelBatchRunner::ModelBatchRunner(model::Vocoder& vocoder, Metrics* metrics)
+    : vocoder_(vocoder), metrics_(metrics) {
+  if (auto d = model::ParseDevice(vocoder.device()); d.ok() && d->is_cuda()) cuda_ = *d;
+}
+
 absl::Status ModelBatchRunner::Run(absl::Span<batcher::Job* const> jobs) {
   std::vector<model::VocodeJob*> rows;
   rows.reserve(jobs.size());
   for (batcher::Job* j : jobs) rows.push_back(&static_cast<ModelJob*>(j)->vocode());
   const auto steps = static_cast<int>(jobs.front()->key().compat);
-  return vocoder_.Run(absl::MakeConstSpan(rows), steps);
+  absl::Status status = vocoder_.Run(absl::MakeConstSpan(rows), steps);
+  if (metrics_ != nullptr && cuda_) metrics_->SetCudaMemory(model::CudaMemoryAllocated(*cuda_));
+  return status;
 }
 
 }  // namespace vocoder::server

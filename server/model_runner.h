@@ -10,8 +10,10 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
 
 #include "batcher/batcher.h"
+#include "model/device.h"
 #include "model/vocoder.h"
 
 namespace vocoder::server {
@@ -39,15 +41,20 @@ class ModelJob final : public batcher::Job {
   Done done_;
 };
 
+class Metrics;
+
 class ModelBatchRunner final : public batcher::BatchRunner {
  public:
-  explicit ModelBatchRunner(model::Vocoder& vocoder) : vocoder_(vocoder) {}
+  // `metrics` (optional) gets the device's CUDA memory after each batch.
+  explicit ModelBatchRunner(model::Vocoder& vocoder, Metrics* metrics = nullptr);
   // Every job must be a ModelJob; the batcher guarantees a shared compat key,
   // i.e. one n_timesteps per batch.
   absl::Status Run(absl::Span<batcher::Job* const> jobs) override;
 
  private:
   model::Vocoder& vocoder_;
+  Metrics* const metrics_;
+  std::optional<model::Device> cuda_;  // set when the model runs on CUDA
 };
 
 }  // namespace vocoder::server

@@ -44,17 +44,29 @@ absl::StatusOr<std::unique_ptr<VocoderServer>> VocoderServer::Start(
   std::unique_ptr<VocoderServer> s(new VocoderServer());
   s->config_ = config;
   s->vocoder_ = std::move(vocoder);
-  s->runner_ = std::make_unique<ModelBatchRunner>(*s->vocoder_);
+  const model::Manifest& manifest = s->vocoder_->manifest();
+  s->registry_ = std::make_shared<prometheus::Registry>();
+  s->metrics_ = std::make_unique<Metrics>(
+      *s->registry_, MetricsInfo{"0.1.0", "s3gen-" + manifest.size, config.max_batch_size,
+                                 static_cast<double>(config.max_wait_us) / 1000.0});
+  if (!config.metrics_listen.empty()) {
+    auto http = MetricsHttpServer::Start(config.metrics_listen, s->registry_);
+    if (!http.ok()) return http.status();
+    s->metrics_http_ = std::move(*http);
+  }
+  s->runner_ = std::make_unique<ModelBatchRunner>(*s->vocoder_, s->metrics_.get());
   s->voices_ = std::make_unique<VoiceRegistry>(*s->vocoder_, config.max_voices);
   const std::string voices_dir =
       config.voices_dir.empty() ? config.model_dir + "/voices" : config.voices_dir;
   if (auto st = s->voices_->LoadDirectory(voices_dir); !st.ok()) return st;
-  auto b = batcher::Batcher::Create(BatcherOptionsFrom(config), {s->clock_, *s->runner_, nullptr});
+  auto b = batcher::Batcher::Create(BatcherOptionsFrom(config),
+                                    {s->clock_, *s->runner_, s->metrics_.get()});
   if (!b.ok()) return b.status();
   s->batcher_ = std::move(*b);
   s->executor_ = std::make_unique<Executor>(2);
-  s->service_ = std::make_unique<VocoderService>(ServiceDeps{
-      *s->batcher_, *s->voices_, *s->executor_, s->state_, s->vocoder_->manifest(), s->config_});
+  s->service_ = std::make_unique<VocoderService>(ServiceDeps{*s->batcher_, *s->voices_,
+                                                             *s->executor_, s->state_, manifest,
+                                                             s->config_, s->metrics_.get()});
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -90,6 +102,8 @@ absl::StatusOr<std::unique_ptr<VocoderServer>> VocoderServer::Start(
   health->SetServingStatus(kReadinessService, false);
   if (auto st = s->Warmup(); !st.ok()) return st;
   s->state_.ready.store(true);
+  s->metrics_->SetModelLoaded(true);
+  s->metrics_->SetVoices(s->voices_->size());
   health->SetServingStatus(kReadinessService, true);
   return s;
 }
@@ -139,6 +153,7 @@ void VocoderServer::Drain(std::chrono::milliseconds grace) {
   drained_ = true;
   state_.draining.store(true);
   state_.ready.store(false);
+  metrics_->SetDraining(true);
   server_->GetHealthCheckService()->SetServingStatus(kReadinessService, false);
   const auto deadline = std::chrono::steady_clock::now() + grace;
   while (state_.streams.load() > 0 && std::chrono::steady_clock::now() < deadline) {
@@ -148,6 +163,10 @@ void VocoderServer::Drain(std::chrono::milliseconds grace) {
   batcher_->Shutdown(batcher::Batcher::ShutdownMode::kFailQueued);
   executor_.reset();  // runs the last completions
   server_->Wait();
+}
+
+int VocoderServer::metrics_port() const {
+  return metrics_http_ == nullptr ? 0 : metrics_http_->port();
 }
 
 VocoderServer::~VocoderServer() {

@@ -11,6 +11,7 @@
 #define VOCODER_SERVER_SERVER_H_
 
 #include <grpcpp/server.h>
+#include <prometheus/registry.h>
 
 #include <memory>
 #include <string>
@@ -20,6 +21,8 @@
 #include "config/config.h"
 #include "model/vocoder.h"
 #include "server/executor.h"
+#include "server/metrics.h"
+#include "server/metrics_http.h"
 #include "server/model_runner.h"
 #include "server/service.h"
 #include "server/voice_registry.h"
@@ -40,6 +43,9 @@ class VocoderServer {
   ~VocoderServer();
 
   int port() const { return port_; }
+  // The /metrics port (0 when --metrics-listen is empty).
+  int metrics_port() const;
+  prometheus::Registry& registry() { return *registry_; }
   const ServingState& state() const { return state_; }
   batcher::Batcher& batcher() { return *batcher_; }
   VoiceRegistry& voices() { return *voices_; }
@@ -52,6 +58,9 @@ class VocoderServer {
   absl::Status Warmup();
 
   config::Config config_;
+  std::shared_ptr<prometheus::Registry> registry_;
+  std::unique_ptr<Metrics> metrics_;
+  std::unique_ptr<MetricsHttpServer> metrics_http_;
   std::unique_ptr<model::Vocoder> vocoder_;
   std::unique_ptr<ModelBatchRunner> runner_;
   batcher::SystemClock clock_;

@@ -146,8 +146,8 @@ class CallBase {
   }
 
  protected:
-  explicit CallBase(const ServiceDeps& d)
-      : d_(d), cancel_(std::make_shared<batcher::Cancellation>()) {}
+  CallBase(const ServiceDeps& d, const char* rpc)
+      : d_(d), rpc_(rpc), cancel_(std::make_shared<batcher::Cancellation>()) {}
   virtual ~CallBase() = default;
   // Sends the final status (the reactor's Finish).
   virtual void SendFinish(const grpc::Status& status) = 0;
@@ -156,11 +156,17 @@ class CallBase {
   // draining, not ready or at the stream cap.
   bool AdmitLocked() {
     if (absl::Status s = Admit(d_); !s.ok()) {
+      if (d_.metrics != nullptr) {
+        d_.metrics->Reject(d_.state.draining.load() ? Rejection::kDraining
+                           : !d_.state.ready.load() ? Rejection::kNotReady
+                                                    : Rejection::kStreamCap);
+      }
       FinishLocked(s);
       return false;
     }
     admitted_ = true;
-    d_.state.streams.fetch_add(1);
+    const int streams = d_.state.streams.fetch_add(1) + 1;
+    if (d_.metrics != nullptr) d_.metrics->SetStreams(streams);
     d_.batcher.StreamOpened();
     return true;
   }
@@ -172,7 +178,8 @@ class CallBase {
   // From OnDone.
   void Done() {
     if (admitted_) {
-      d_.state.streams.fetch_sub(1);
+      const int streams = d_.state.streams.fetch_sub(1) - 1;
+      if (d_.metrics != nullptr) d_.metrics->SetStreams(streams);
       d_.batcher.StreamClosed();
     }
     Unref();
@@ -181,10 +188,25 @@ class CallBase {
     if (finished_) return;
     finished_ = true;
     if (!status.ok()) cancel_->Cancel();  // drop anything still queued
+    if (d_.metrics != nullptr) {
+      d_.metrics->Request(rpc_, status);
+      if (status.code() == absl::StatusCode::kInvalidArgument) {
+        d_.metrics->Reject(Rejection::kInvalid);
+      } else if (status.code() == absl::StatusCode::kNotFound) {
+        d_.metrics->Reject(Rejection::kVoiceNotFound);
+      }
+    }
     SendFinish(ToGrpcStatus(status));
+  }
+  // Audio leaving for the client: seconds produced.
+  void CountAudio(size_t samples) {
+    if (d_.metrics != nullptr) {
+      d_.metrics->AudioProduced(static_cast<double>(samples) / d_.manifest.sample_rate);
+    }
   }
 
   const ServiceDeps d_;
+  const char* const rpc_;
   const std::shared_ptr<batcher::Cancellation> cancel_;
   std::mutex mu_;
   bool admitted_ = false;
@@ -221,7 +243,8 @@ class StreamReactor final
     : public grpc::ServerBidiReactor<v1::StreamVocodeRequest, v1::StreamVocodeResponse>,
       public CallBase {
  public:
-  StreamReactor(const ServiceDeps& d, grpc::CallbackServerContext* ctx) : CallBase(d), ctx_(ctx) {
+  StreamReactor(const ServiceDeps& d, grpc::CallbackServerContext* ctx)
+      : CallBase(d, "StreamVocode"), ctx_(ctx) {
     std::lock_guard lock(mu_);
     if (!AdmitLocked()) return;
     stream_id_ = d_.state.next_stream_id.fetch_add(1);
@@ -309,6 +332,7 @@ class StreamReactor final
     }
     session_->Append(*tokens);
     last_seq_ = chunk.sequence_number();
+    arrivals_.emplace_back(last_seq_, std::chrono::steady_clock::now());
     if (chunk.is_final()) session_->EndInput();
     return absl::OkStatus();
   }
@@ -336,6 +360,7 @@ class StreamReactor final
   void QueueAudioLocked(std::vector<float> audio, uint64_t start, uint64_t seq) {
     const bool last = session_->finished();
     if (audio.empty() && !last) return;
+    ObserveLatencyLocked(seq, audio.size());
     v1::StreamVocodeResponse r;
     v1::AudioChunk* a = r.mutable_audio();
     a->set_audio(EncodeAudio(audio, setup_.encoding));
@@ -345,6 +370,23 @@ class StreamReactor final
     a->set_is_final(last);
     FillTiming(timing_, r.mutable_timing());
     QueueWriteLocked(std::move(r));
+  }
+
+  // Chunk latency (arrival of the chunk that released this audio -> now) and,
+  // once, time to first audio (first chunk -> now).
+  void ObserveLatencyLocked(uint64_t seq, size_t samples) {
+    CountAudio(samples);
+    if (d_.metrics == nullptr || samples == 0) return;
+    const auto now = std::chrono::steady_clock::now();
+    auto seconds = [&](auto t) { return std::chrono::duration<double>(now - t).count(); };
+    if (!first_audio_sent_ && !arrivals_.empty()) {
+      d_.metrics->FirstAudio(seconds(arrivals_.front().second));
+      first_audio_sent_ = true;
+    }
+    while (arrivals_.size() > 1 && arrivals_.front().first < seq) arrivals_.pop_front();
+    if (!arrivals_.empty() && arrivals_.front().first == seq) {
+      d_.metrics->ChunkLatency(seconds(arrivals_.front().second));
+    }
   }
 
   void QueueWriteLocked(v1::StreamVocodeResponse r) {
@@ -380,13 +422,15 @@ class StreamReactor final
   uint64_t last_seq_ = 0;
   uint64_t job_seq_ = 0;
   batcher::BatchInfo timing_;
+  std::deque<std::pair<uint64_t, std::chrono::steady_clock::time_point>> arrivals_;
+  bool first_audio_sent_ = false;
 };
 
 class UnaryVocodeReactor final : public grpc::ServerUnaryReactor, public CallBase {
  public:
   UnaryVocodeReactor(const ServiceDeps& d, grpc::CallbackServerContext* ctx,
                      const v1::VocodeRequest* request, v1::VocodeResponse* response)
-      : CallBase(d), response_(response) {
+      : CallBase(d, "Vocode"), response_(response) {
     std::lock_guard lock(mu_);
     if (!AdmitLocked()) return;
     if (absl::Status s = Start(ctx, *request); !s.ok()) FinishLocked(s);
@@ -438,7 +482,9 @@ class UnaryVocodeReactor final : public grpc::ServerUnaryReactor, public CallBas
     std::lock_guard lock(mu_);
     if (finished_) return;
     if (!status.ok()) return FinishLocked(status);
-    response_->set_audio(EncodeAudio(session_->Complete(job), setup_.encoding));
+    const std::vector<float> audio = session_->Complete(job);
+    CountAudio(audio.size());
+    response_->set_audio(EncodeAudio(audio, setup_.encoding));
     FillTiming(info, response_->mutable_timing());
     FinishLocked(absl::OkStatus());
   }
@@ -450,7 +496,12 @@ class UnaryVocodeReactor final : public grpc::ServerUnaryReactor, public CallBas
   std::optional<StreamSession> session_;
 };
 
-grpc::ServerUnaryReactor* Done(grpc::CallbackServerContext* ctx, const absl::Status& s) {
+grpc::ServerUnaryReactor* Reply(const ServiceDeps& d, const char* rpc,
+                                grpc::CallbackServerContext* ctx, const absl::Status& s) {
+  if (d.metrics != nullptr) {
+    d.metrics->Request(rpc, s);
+    d.metrics->SetVoices(d.voices.size());
+  }
   auto* r = ctx->DefaultReactor();
   r->Finish(ToGrpcStatus(s));
   return r;
@@ -482,9 +533,10 @@ grpc::ServerUnaryReactor* VocoderService::RegisterVoice(grpc::CallbackServerCont
                                                         const v1::RegisterVoiceRequest* request,
                                                         v1::Voice* response) {
   if (static_cast<int64_t>(request->ByteSizeLong()) > d_.config.max_voice_bytes) {
-    return Done(context, absl::ResourceExhaustedError(absl::StrCat(
-                             "voice upload is ", request->ByteSizeLong(), " bytes; at most ",
-                             d_.config.max_voice_bytes, " (--max-voice-bytes)")));
+    return Reply(d_, "RegisterVoice", context,
+                 absl::ResourceExhaustedError(
+                     absl::StrCat("voice upload is ", request->ByteSizeLong(), " bytes; at most ",
+                                  d_.config.max_voice_bytes, " (--max-voice-bytes)")));
   }
   const v1::VoiceConditioning& c = request->conditioning();
   model::VoiceData data;
@@ -492,24 +544,25 @@ grpc::ServerUnaryReactor* VocoderService::RegisterVoice(grpc::CallbackServerCont
   data.prompt_feat.assign(c.prompt_mel().begin(), c.prompt_mel().end());
   data.embedding.assign(c.embedding().begin(), c.embedding().end());
   if (c.prompt_frames() != 2 * data.prompt_tokens.size()) {
-    return Done(context, absl::InvalidArgumentError(
-                             absl::StrCat("conditioning.prompt_frames is ", c.prompt_frames(), "; ",
-                                          data.prompt_tokens.size(), " prompt tokens need ",
-                                          2 * data.prompt_tokens.size(), " frames")));
+    return Reply(
+        d_, "RegisterVoice", context,
+        absl::InvalidArgumentError(absl::StrCat(
+            "conditioning.prompt_frames is ", c.prompt_frames(), "; ", data.prompt_tokens.size(),
+            " prompt tokens need ", 2 * data.prompt_tokens.size(), " frames")));
   }
   auto entry = d_.voices.Register(request->voice_id(), request->display_name(), std::move(data));
-  if (!entry.ok()) return Done(context, entry.status());
+  if (!entry.ok()) return Reply(d_, "RegisterVoice", context, entry.status());
   FillVoice(*entry, d_.manifest.sample_rate, response);
-  return Done(context, absl::OkStatus());
+  return Reply(d_, "RegisterVoice", context, absl::OkStatus());
 }
 
 grpc::ServerUnaryReactor* VocoderService::GetVoice(grpc::CallbackServerContext* context,
                                                    const v1::GetVoiceRequest* request,
                                                    v1::Voice* response) {
   auto entry = d_.voices.Get(request->voice_id());
-  if (!entry.ok()) return Done(context, entry.status());
+  if (!entry.ok()) return Reply(d_, "GetVoice", context, entry.status());
   FillVoice(*entry, d_.manifest.sample_rate, response);
-  return Done(context, absl::OkStatus());
+  return Reply(d_, "GetVoice", context, absl::OkStatus());
 }
 
 grpc::ServerUnaryReactor* VocoderService::ListVoices(grpc::CallbackServerContext* context,
@@ -528,13 +581,13 @@ grpc::ServerUnaryReactor* VocoderService::ListVoices(grpc::CallbackServerContext
   if (begin + static_cast<size_t>(page) < all.size()) {
     response->set_next_page_token(all[begin + static_cast<size_t>(page) - 1].id);
   }
-  return Done(context, absl::OkStatus());
+  return Reply(d_, "ListVoices", context, absl::OkStatus());
 }
 
 grpc::ServerUnaryReactor* VocoderService::DeleteVoice(grpc::CallbackServerContext* context,
                                                       const v1::DeleteVoiceRequest* request,
                                                       google::protobuf::Empty*) {
-  return Done(context, d_.voices.Delete(request->voice_id()));
+  return Reply(d_, "DeleteVoice", context, d_.voices.Delete(request->voice_id()));
 }
 
 }  // namespace vocoder::server

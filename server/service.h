@@ -13,6 +13,7 @@
 #include "batcher/batcher.h"
 #include "config/config.h"
 #include "server/executor.h"
+#include "server/metrics.h"
 #include "server/voice_registry.h"
 #include "vocoder/v1/vocoder.grpc.pb.h"
 
@@ -33,6 +34,7 @@ struct ServiceDeps {
   ServingState& state;
   const model::Manifest& manifest;
   const config::Config& config;
+  Metrics* metrics = nullptr;  // optional
 };
 
 class VocoderService final : public v1::Vocoder::CallbackService {

@@ -370,8 +370,8 @@ TEST(VocoderdProcessTest, SigtermDrainsAndExitsZero) {
     dup2(out[1], 1);
     close(out[0]);
     const std::string dir = "--model-dir=" + TestModelDir();
-    execl(bin, bin, "--listen=127.0.0.1:0", dir.c_str(), "--drain-grace-s=20",
-          static_cast<char*>(nullptr));
+    execl(bin, bin, "--listen=127.0.0.1:0", "--metrics-listen=127.0.0.1:0", dir.c_str(),
+          "--drain-grace-s=20", static_cast<char*>(nullptr));
     _exit(127);
   }
   close(out[1]);

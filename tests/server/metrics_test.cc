@@ -1,0 +1,78 @@
+// Metrics: observer events become the documented series, read back from a
+// Collect() snapshot of the registry.
+#include "server/metrics.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+namespace vocoder::server {
+namespace {
+
+const prometheus::MetricFamily* Find(const std::vector<prometheus::MetricFamily>& all,
+                                     const std::string& name) {
+  for (const auto& f : all) {
+    if (f.name == name) return &f;
+  }
+  return nullptr;
+}
+
+const prometheus::ClientMetric* WithLabel(const prometheus::MetricFamily& f,
+                                          const std::string& key, const std::string& value) {
+  for (const auto& m : f.metric) {
+    for (const auto& l : m.label) {
+      if (l.name == key && l.value == value) return &m;
+    }
+  }
+  return nullptr;
+}
+
+TEST(MetricsTest, BatchesTriggersPaddingAndOutcomesAreRecorded) {
+  prometheus::Registry registry;
+  Metrics m(registry, MetricsInfo{"0.1.0", "s3gen-tiny", 8, 5});
+  batcher::BatchRecord b;
+  b.trigger = batcher::Trigger::kNearFull;
+  b.size = 6;
+  b.max_batch_size = 8;
+  b.padded_tokens = 600;
+  b.real_tokens = 540;
+  b.compute = std::chrono::milliseconds(20);
+  m.OnBatch(b);
+  m.OnDrain(2, 2);
+  m.OnJobDone(batcher::JobOutcome::kOk, std::chrono::milliseconds(3));
+  m.OnJobDone(batcher::JobOutcome::kExpired, std::chrono::milliseconds(40));
+  m.OnReject(batcher::RejectReason::kQueueFull);
+  m.Request("StreamVocode", absl::OkStatus());
+  m.Request("StreamVocode", absl::NotFoundError("x"));
+  m.AudioProduced(1.5);
+
+  const auto all = registry.Collect();
+  const auto* batches = Find(all, "vocoder_batches_total");
+  ASSERT_NE(batches, nullptr);
+  ASSERT_NE(WithLabel(*batches, "trigger", "near_full"), nullptr);
+  EXPECT_EQ(WithLabel(*batches, "trigger", "near_full")->counter.value, 1);
+  EXPECT_EQ(WithLabel(*batches, "trigger", "max_wait")->counter.value, 0);
+  const auto* size = Find(all, "vocoder_batch_size");
+  ASSERT_NE(size, nullptr);
+  const auto& buckets = size->metric[0].histogram.bucket;
+  // Buckets 1, 2, 4, 8, +Inf: 6 lands in "le 8".
+  ASSERT_EQ(buckets.size(), 5u);
+  EXPECT_EQ(buckets[2].cumulative_count, 0u);
+  EXPECT_EQ(buckets[3].cumulative_count, 1u);
+  EXPECT_EQ(Find(all, "vocoder_padding_frames_total")->metric[0].counter.value, 120);
+  EXPECT_EQ(Find(all, "vocoder_batch_frames_total")->metric[0].counter.value, 1200);
+  EXPECT_DOUBLE_EQ(Find(all, "vocoder_batch_fill_ratio")->metric[0].histogram.sample_sum, 0.75);
+  const auto* chunks = Find(all, "vocoder_chunks_total");
+  EXPECT_EQ(WithLabel(*chunks, "outcome", "expired")->counter.value, 1);
+  const auto* rejections = Find(all, "vocoder_rejections_total");
+  EXPECT_EQ(WithLabel(*rejections, "reason", "deadline")->counter.value, 1);
+  EXPECT_EQ(WithLabel(*rejections, "reason", "queue_full")->counter.value, 1);
+  const auto* requests = Find(all, "vocoder_requests_total");
+  EXPECT_EQ(WithLabel(*requests, "code", "NOT_FOUND")->counter.value, 1);
+  EXPECT_EQ(WithLabel(*requests, "code", "OK")->counter.value, 1);
+  EXPECT_EQ(Find(all, "vocoder_audio_seconds_total")->metric[0].counter.value, 1.5);
+  const auto* info = Find(all, "vocoder_build_info");
+  ASSERT_NE(WithLabel(*info, "max_batch_size", "8"), nullptr);
+}
+
+}  // namespace
+}  // namespace vocoder::server
