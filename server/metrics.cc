@@ -36,24 +36,42 @@ Histogram::BucketBoundaries Latency(double lo, double hi) {
 
 const char* CodeName(absl::StatusCode code) {
   switch (code) {
-    case absl::StatusCode::kOk: return "OK";
-    case absl::StatusCode::kCancelled: return "CANCELLED";
-    case absl::StatusCode::kUnknown: return "UNKNOWN";
-    case absl::StatusCode::kInvalidArgument: return "INVALID_ARGUMENT";
-    case absl::StatusCode::kDeadlineExceeded: return "DEADLINE_EXCEEDED";
-    case absl::StatusCode::kNotFound: return "NOT_FOUND";
-    case absl::StatusCode::kAlreadyExists: return "ALREADY_EXISTS";
-    case absl::StatusCode::kPermissionDenied: return "PERMISSION_DENIED";
-    case absl::StatusCode::kResourceExhausted: return "RESOURCE_EXHAUSTED";
-    case absl::StatusCode::kFailedPrecondition: return "FAILED_PRECONDITION";
-    case absl::StatusCode::kAborted: return "ABORTED";
-    case absl::StatusCode::kOutOfRange: return "OUT_OF_RANGE";
-    case absl::StatusCode::kUnimplemented: return "UNIMPLEMENTED";
-    case absl::StatusCode::kInternal: return "INTERNAL";
-    case absl::StatusCode::kUnavailable: return "UNAVAILABLE";
-    case absl::StatusCode::kDataLoss: return "DATA_LOSS";
-    case absl::StatusCode::kUnauthenticated: return "UNAUTHENTICATED";
-    default: return "UNKNOWN";
+    case absl::StatusCode::kOk:
+      return "OK";
+    case absl::StatusCode::kCancelled:
+      return "CANCELLED";
+    case absl::StatusCode::kUnknown:
+      return "UNKNOWN";
+    case absl::StatusCode::kInvalidArgument:
+      return "INVALID_ARGUMENT";
+    case absl::StatusCode::kDeadlineExceeded:
+      return "DEADLINE_EXCEEDED";
+    case absl::StatusCode::kNotFound:
+      return "NOT_FOUND";
+    case absl::StatusCode::kAlreadyExists:
+      return "ALREADY_EXISTS";
+    case absl::StatusCode::kPermissionDenied:
+      return "PERMISSION_DENIED";
+    case absl::StatusCode::kResourceExhausted:
+      return "RESOURCE_EXHAUSTED";
+    case absl::StatusCode::kFailedPrecondition:
+      return "FAILED_PRECONDITION";
+    case absl::StatusCode::kAborted:
+      return "ABORTED";
+    case absl::StatusCode::kOutOfRange:
+      return "OUT_OF_RANGE";
+    case absl::StatusCode::kUnimplemented:
+      return "UNIMPLEMENTED";
+    case absl::StatusCode::kInternal:
+      return "INTERNAL";
+    case absl::StatusCode::kUnavailable:
+      return "UNAVAILABLE";
+    case absl::StatusCode::kDataLoss:
+      return "DATA_LOSS";
+    case absl::StatusCode::kUnauthenticated:
+      return "UNAUTHENTICATED";
+    default:
+      return "UNKNOWN";
   }
 }
 
@@ -64,11 +82,12 @@ Metrics::Metrics(prometheus::Registry& r, const MetricsInfo& info)
                     .Name("vocoder_requests_total")
                     .Help("RPCs finished, by method and gRPC status code")
                     .Register(r)),
-      batch_items_(BuildCounter()
-                       .Name("vocoder_batch_items_total")
-                       .Help("Jobs run in batches; rate(items)/rate(batches) is the mean batch size")
-                       .Register(r)
-                       .Add({{"model", info.model}})),
+      batch_items_(
+          BuildCounter()
+              .Name("vocoder_batch_items_total")
+              .Help("Jobs run in batches; rate(items)/rate(batches) is the mean batch size")
+              .Register(r)
+              .Add({{"model", info.model}})),
       batch_frames_(BuildCounter()
                         .Name("vocoder_batch_frames_total")
                         .Help("Mel frames the flow computed, padding included (rows x longest)")
@@ -165,8 +184,8 @@ Metrics::Metrics(prometheus::Registry& r, const MetricsInfo& info)
                          .Name("vocoder_rejections_total")
                          .Help("Requests or jobs turned away before the GPU, by reason")
                          .Register(r);
-  const char* reasons[] = {"queue_full", "stream_cap",  "draining",       "not_ready",
-                           "deadline",   "invalid",     "voice_not_found"};
+  const char* reasons[] = {"queue_full", "stream_cap", "draining",       "not_ready",
+                           "deadline",   "invalid",    "voice_not_found"};
   for (size_t i = 0; i < rejections_.size(); ++i) {
     rejections_[i] = &rejections.Add({{"reason", reasons[i]}});
   }
@@ -175,8 +194,9 @@ Metrics::Metrics(prometheus::Registry& r, const MetricsInfo& info)
                       .Help("Batches run, by the trigger that fired them")
                       .Register(r);
   for (int t = 0; t < batcher::kNumTriggers; ++t) {
-    batches_[static_cast<size_t>(t)] = &batches.Add(
-        {{"model", info.model}, {"trigger", batcher::TriggerName(static_cast<batcher::Trigger>(t))}});
+    batches_[static_cast<size_t>(t)] =
+        &batches.Add({{"model", info.model},
+                      {"trigger", batcher::TriggerName(static_cast<batcher::Trigger>(t))}});
   }
   BuildGauge()
       .Name("vocoder_build_info")

@@ -32,8 +32,15 @@ struct MetricsInfo {
 };
 
 // Why a request was turned away before the GPU (vocoder_rejections_total).
-enum class Rejection { kQueueFull, kStreamCap, kDraining, kNotReady, kDeadline, kInvalid,
-                       kVoiceNotFound };
+enum class Rejection {
+  kQueueFull,
+  kStreamCap,
+  kDraining,
+  kNotReady,
+  kDeadline,
+  kInvalid,
+  kVoiceNotFound
+};
 
 class Metrics final : public batcher::BatcherObserver {
  public:

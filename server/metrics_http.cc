@@ -30,7 +30,8 @@ absl::StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Start(
     const std::string& listen, std::shared_ptr<prometheus::Registry> registry) {
   const auto colon = listen.rfind(':');
   if (colon == std::string::npos) {
-    return absl::InvalidArgumentError(absl::StrCat("--metrics-listen '", listen, "' is not HOST:PORT"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--metrics-listen '", listen, "' is not HOST:PORT"));
   }
   std::string host = listen.substr(0, colon);
   if (host.size() > 1 && host.front() == '[') host = host.substr(1, host.size() - 2);
@@ -42,15 +43,16 @@ absl::StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Start(
   addrinfo* res = nullptr;
   if (getaddrinfo(host.empty() ? nullptr : host.c_str(), port.c_str(), &hints, &res) != 0 ||
       res == nullptr) {
-    return absl::InvalidArgumentError(absl::StrCat("--metrics-listen: cannot resolve '", listen, "'"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--metrics-listen: cannot resolve '", listen, "'"));
   }
   std::unique_ptr<MetricsHttpServer> s(new MetricsHttpServer());
   s->registry_ = std::move(registry);
   s->fd_ = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
   const int one = 1;
   setsockopt(s->fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-  const bool ok = s->fd_ >= 0 && bind(s->fd_, res->ai_addr, res->ai_addrlen) == 0 &&
-                  ::listen(s->fd_, 64) == 0;
+  const bool ok =
+      s->fd_ >= 0 && bind(s->fd_, res->ai_addr, res->ai_addrlen) == 0 && ::listen(s->fd_, 64) == 0;
   freeaddrinfo(res);
   if (!ok) {
     return absl::UnavailableError(

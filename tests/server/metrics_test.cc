@@ -16,8 +16,8 @@ const prometheus::MetricFamily* Find(const std::vector<prometheus::MetricFamily>
   return nullptr;
 }
 
-const prometheus::ClientMetric* WithLabel(const prometheus::MetricFamily& f,
-                                          const std::string& key, const std::string& value) {
+const prometheus::ClientMetric* WithLabel(const prometheus::MetricFamily& f, const std::string& key,
+                                          const std::string& value) {
   for (const auto& m : f.metric) {
     for (const auto& l : m.label) {
       if (l.name == key && l.value == value) return &m;
