@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "batcher/batcher.h"
+#include "server/metrics.h"
 
 namespace vocoder::bench {
 namespace {
@@ -152,13 +153,13 @@ struct Throughput {
 // Open queue: `producers` threads, each a stream, submit `total` jobs as fast
 // as admission allows.
 Throughput QueueThroughput(int producers, int total, double fixed_ms, double per_job_ms,
-                           int max_batch) {
+                           int max_batch, batcher::BatcherObserver* observer = nullptr) {
   batcher::SystemClock clock;
   SleepRunner runner(fixed_ms, per_job_ms);
   BatcherOptions o;
   o.max_batch_size = max_batch;
   o.max_queue_jobs = total + 1;
-  auto b = Batcher::Create(o, {clock, runner, nullptr});
+  auto b = Batcher::Create(o, {clock, runner, observer});
   std::atomic<int64_t> done{0};
   const int per = total / producers;
   std::latch start(producers + 1);
@@ -264,6 +265,31 @@ int RunBatcherBench(const BatcherBenchOptions& opt) {
                 sleep.back().jobs_per_s, sleep.back().mean_batch);
   }
 
+  // The cost of metrics on the GPU thread: what vocoderd's Prometheus
+  // observer does per batch of 32 (one OnBatch, one OnDrain, 32 OnJobDone),
+  // timed directly, as a share of the sleeping runner's batch time. (Queue
+  // throughput with a no-op runner on 2 cores is too noisy to show 2 %.)
+  prometheus::Registry registry;
+  server::Metrics metrics(registry, server::MetricsInfo{});
+  const int reps = opt.quick ? 2000 : 20000;
+  batcher::BatchRecord record{batcher::Trigger::kNearFull,  32,  32, 32 * 300, 32 * 280,
+                              std::chrono::milliseconds(2), true};
+  const auto m0 = SteadyClock::now();
+  for (int i = 0; i < reps; ++i) {
+    metrics.OnDrain(1, 1);
+    metrics.OnBatch(record);
+    metrics.OnBusy(record.compute);
+    for (int j = 0; j < 32; ++j) {
+      metrics.OnJobDone(batcher::JobOutcome::kOk, std::chrono::microseconds(100 + j));
+    }
+  }
+  const double metrics_us_per_batch =
+      std::chrono::duration<double, std::micro>(SteadyClock::now() - m0).count() / reps;
+  const double overhead_pct = 100.0 * metrics_us_per_batch / (opt.compute_ms * 1000.0);
+  std::printf(
+      "metrics cost per batch of 32 on the GPU thread: %.2f us = %.3f %% of a %.1f ms batch\n",
+      metrics_us_per_batch, overhead_pct, opt.compute_ms);
+
   const double loop_s = opt.quick ? 0.5 : 3.0;
   std::vector<Grouping> grouping = {GroupingLoop(batcher::Grouping::kVoice, 32, 8, loop_s),
                                     GroupingLoop(batcher::Grouping::kMixed, 32, 8, loop_s)};
@@ -285,6 +311,8 @@ int RunBatcherBench(const BatcherBenchOptions& opt) {
                          lone_sleep.p99_us);
     f << absl::StrFormat("  \"lone_stream_unknown_count_p50_us\": %.2f,\n", lone_unknown.p50_us);
     f << absl::StrFormat("  \"compute_ms\": %.2f,\n", opt.compute_ms);
+    f << absl::StrFormat("  \"metrics_us_per_batch\": %.3f,\n", metrics_us_per_batch);
+    f << absl::StrFormat("  \"metrics_overhead_pct\": %.4f,\n", overhead_pct);
     auto rows = [&](const char* name, const std::vector<Throughput>& v) {
       f << "  \"" << name << "\": [";
       for (size_t i = 0; i < v.size(); ++i) {
