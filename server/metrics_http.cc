@@ -27,7 +27,8 @@ void WriteAll(int fd, const std::string& data) {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Start(
-    const std::string& listen, std::shared_ptr<prometheus::Registry> registry) {
+    const std::string& listen, std::shared_ptr<prometheus::Registry> registry,
+    std::function<void()> before_scrape) {
   const auto colon = listen.rfind(':');
   if (colon == std::string::npos) {
     return absl::InvalidArgumentError(
@@ -48,6 +49,7 @@ absl::StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Start(
   }
   std::unique_ptr<MetricsHttpServer> s(new MetricsHttpServer());
   s->registry_ = std::move(registry);
+  s->before_scrape_ = std::move(before_scrape);
   s->fd_ = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
   const int one = 1;
   setsockopt(s->fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
@@ -87,6 +89,7 @@ void MetricsHttpServer::Serve() {
     if (request.rfind("GET /metrics", 0) == 0) {
       status = "200 OK";
       type = "text/plain; version=0.0.4; charset=utf-8";
+      if (before_scrape_) before_scrape_();
       body = serializer.Serialize(registry_->Collect());
     }
     WriteAll(client, absl::StrCat("HTTP/1.1 ", status, "\r\nContent-Type: ", type,

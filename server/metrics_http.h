@@ -14,6 +14,7 @@
 #include <prometheus/registry.h>
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
@@ -25,8 +26,11 @@ namespace vocoder::server {
 class MetricsHttpServer {
  public:
   // Binds `listen` ("HOST:PORT", port 0 picks a free one) and starts serving.
+  // `before_scrape` (optional) runs on the serving thread before each
+  // scrape, to refresh gauges that are cheaper to read than to track.
   static absl::StatusOr<std::unique_ptr<MetricsHttpServer>> Start(
-      const std::string& listen, std::shared_ptr<prometheus::Registry> registry);
+      const std::string& listen, std::shared_ptr<prometheus::Registry> registry,
+      std::function<void()> before_scrape = nullptr);
   ~MetricsHttpServer();
   int port() const { return port_; }
 
@@ -35,6 +39,7 @@ class MetricsHttpServer {
   void Serve();
 
   std::shared_ptr<prometheus::Registry> registry_;
+  std::function<void()> before_scrape_;
   int fd_ = -1;
   int port_ = 0;
   std::atomic<bool> stop_{false};

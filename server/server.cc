@@ -49,11 +49,6 @@ absl::StatusOr<std::unique_ptr<VocoderServer>> VocoderServer::Start(
   s->metrics_ = std::make_unique<Metrics>(
       *s->registry_, MetricsInfo{"0.1.0", "s3gen-" + manifest.size, config.max_batch_size,
                                  static_cast<double>(config.max_wait_us) / 1000.0});
-  if (!config.metrics_listen.empty()) {
-    auto http = MetricsHttpServer::Start(config.metrics_listen, s->registry_);
-    if (!http.ok()) return http.status();
-    s->metrics_http_ = std::move(*http);
-  }
   s->runner_ = std::make_unique<ModelBatchRunner>(*s->vocoder_, s->metrics_.get());
   s->voices_ = std::make_unique<VoiceRegistry>(*s->vocoder_, config.max_voices);
   const std::string voices_dir =
@@ -68,6 +63,18 @@ absl::StatusOr<std::unique_ptr<VocoderServer>> VocoderServer::Start(
                                                              *s->executor_, s->state_, manifest,
                                                              s->config_, s->metrics_.get()});
 
+  if (!config.metrics_listen.empty()) {
+    VocoderServer* raw = s.get();
+    auto http = MetricsHttpServer::Start(config.metrics_listen, s->registry_, [raw] {
+      // Gauges read at scrape time, exact whatever happened since. Started
+      // after the batcher and voices exist: the lambda reads them.
+      raw->metrics_->OnQueueDepth(raw->batcher_->queue_depth());
+      raw->metrics_->SetVoices(raw->voices_->size());
+      raw->metrics_->SetStreams(raw->state_.streams.load());
+    });
+    if (!http.ok()) return http.status();
+    s->metrics_http_ = std::move(*http);
+  }
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
@@ -170,6 +177,7 @@ int VocoderServer::metrics_port() const {
 }
 
 VocoderServer::~VocoderServer() {
+  metrics_http_.reset();  // its scrape hook reads members destroyed before it
   if (server_ != nullptr) Drain(std::chrono::milliseconds(0));
 }
 
