@@ -5,6 +5,8 @@
 #include <c10/cuda/CUDAFunctions.h>
 #include <torch/headeronly/version.h>
 
+#include <optional>
+
 #include "absl/strings/str_cat.h"
 
 namespace vocoder::model {
@@ -37,20 +39,26 @@ absl::Status CheckDevice(const Device& device) {
   return absl::OkStatus();
 }
 
-int64_t CudaMemoryAllocated(const Device& device) {
-  if (!device.is_cuda() || !CheckDevice(device).ok()) return 0;
+namespace {
+
+// The caching allocator's byte counters for `device`; none on cpu or without CUDA.
+std::optional<c10::CachingAllocator::Stat> AllocatedBytes(const Device& device) {
+  if (!device.is_cuda() || !CheckDevice(device).ok()) return std::nullopt;
   const auto stats =
       c10::cuda::CUDACachingAllocator::getDeviceStats(static_cast<c10::DeviceIndex>(device.index));
-  return stats.allocated_bytes[static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE)]
-      .current;
+  return stats.allocated_bytes[static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE)];
+}
+
+}  // namespace
+
+int64_t CudaMemoryAllocated(const Device& device) {
+  const auto bytes = AllocatedBytes(device);
+  return bytes ? bytes->current : 0;
 }
 
 int64_t CudaPeakMemory(const Device& device) {
-  if (!device.is_cuda() || !CheckDevice(device).ok()) return 0;
-  const auto stats =
-      c10::cuda::CUDACachingAllocator::getDeviceStats(static_cast<c10::DeviceIndex>(device.index));
-  return stats.allocated_bytes[static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE)]
-      .peak;
+  const auto bytes = AllocatedBytes(device);
+  return bytes ? bytes->peak : 0;
 }
 
 void ResetCudaPeakMemory(const Device& device) {
