@@ -266,14 +266,16 @@ void Batcher::RunBatch(std::vector<Job*> jobs, Trigger trigger, bool allow_bisec
 
 void Batcher::RunPlan(const Decision& decision, const std::vector<std::vector<Job*>>& group_jobs) {
   std::vector<std::vector<Job*>> batches;
+  std::vector<Job*> dispatched;
   std::set<int> groups;
   for (const PlannedBatch& pb : decision.batches) {
     std::vector<Job*> jobs;
     for (int i : pb.jobs) jobs.push_back(group_jobs[pb.group][i]);
+    dispatched.insert(dispatched.end(), jobs.begin(), jobs.end());
     groups.insert(pb.group);
     batches.push_back(std::move(jobs));
   }
-  for (const auto& b : batches) RemovePending(b);
+  RemovePending(dispatched);
   if (observer_ != nullptr) observer_->OnQueueDepth(queue_depth());
   {
     std::lock_guard lock(stats_mu_);
@@ -315,17 +317,15 @@ void Batcher::Loop() {
     std::vector<std::vector<Job*>> group_jobs;
     const QueueView view = BuildView(group_jobs);
     if (stopping) {
-      Decision drain = Decide(view, now, options_, cost_);
       if (shutdown_mode_.load(std::memory_order_relaxed) == ShutdownMode::kRunQueued) {
-        // Whatever the policy says, run everything now.
-        std::vector<PlannedBatch> all;
-        for (int g = 0; g < static_cast<int>(view.groups.size()); ++g) {
-          auto planned = PlanGroup(view.groups[g], g, options_);
-          all.insert(all.end(), planned.begin(), planned.end());
-        }
+        // No policy while stopping: plan every group and run it now.
+        Decision drain;
         drain.run = true;
         drain.trigger = Trigger::kDrain;
-        drain.batches = std::move(all);
+        for (int g = 0; g < static_cast<int>(view.groups.size()); ++g) {
+          auto planned = PlanGroup(view.groups[g], g, options_);
+          drain.batches.insert(drain.batches.end(), planned.begin(), planned.end());
+        }
         RunPlan(drain, group_jobs);
       } else {
         std::vector<Job*> all = pending_;

@@ -15,6 +15,7 @@
 #include "absl/strings/str_format.h"
 #include "batcher/batcher.h"
 #include "server/metrics.h"
+#include "tools/bench/quantile.h"
 
 namespace vocoder::bench {
 namespace {
@@ -47,13 +48,6 @@ class Notification {
 };
 
 double Us(batcher::Duration d) { return std::chrono::duration<double, std::micro>(d).count(); }
-
-double Percentile(std::vector<double> v, double p) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  const size_t i = std::min(v.size() - 1, static_cast<size_t>(p * static_cast<double>(v.size())));
-  return v[i];
-}
 
 // Records the real time each batch started, so enqueue->dispatch is exact.
 class BenchJob final : public Job {
@@ -118,7 +112,7 @@ Lone LoneStream(double compute_ms, int iterations, bool announce_stream) {
   }
   double sum = 0;
   for (double x : lat) sum += x;
-  return {Percentile(lat, 0.5), Percentile(lat, 0.99), sum / static_cast<double>(lat.size())};
+  return {Quantile(lat, 0.5), Quantile(lat, 0.99), sum / static_cast<double>(lat.size())};
 }
 
 // Submit cost on an uncontended queue (no-op runner drains behind it).

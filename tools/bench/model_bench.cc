@@ -12,15 +12,10 @@
 #include "model/device.h"
 #include "model/runtime.h"
 #include "model/vocoder.h"
+#include "tools/bench/quantile.h"
 
 namespace vocoder::bench {
 namespace {
-
-double Quantile(std::vector<double> v, double q) {
-  std::sort(v.begin(), v.end());
-  const size_t i = std::min(v.size() - 1, static_cast<size_t>(q * static_cast<double>(v.size())));
-  return v[i];
-}
 
 // A synthetic voice with a prompt of `p` tokens: random ids, log-mel-like
 // values, a random x-vector. Cost depends on shapes, not on content.
