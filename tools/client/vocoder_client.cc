@@ -73,6 +73,16 @@ StreamResult VocoderClient::Stream(const std::vector<int64_t>& tokens, const Str
   std::map<uint64_t, Clock::time_point> sent;  // sequence number -> send time
   Clock::time_point first_sent{};
   const auto t0 = Clock::now();
+  std::atomic<bool> reading_done{false};
+  // Cancels the call once options.stop is set; true from then on.
+  auto stopped = [&] {
+    if (o.stop == nullptr || !o.stop->load()) return false;
+    if (!result.stopped) {
+      result.stopped = true;
+      ctx.TryCancel();
+    }
+    return true;
+  };
 
   std::thread writer([&] {
     v1::StreamVocodeRequest config;
@@ -87,10 +97,15 @@ StreamResult VocoderClient::Stream(const std::vector<int64_t>& tokens, const Str
       const size_t end = std::min(tokens.size(), i + step);
       if (o.tokens_per_second > 0) {
         // A T3 front-end produces token i at i / rate seconds.
-        std::this_thread::sleep_until(
-            t0 + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(
-                     static_cast<double>(end) / o.tokens_per_second)));
+        const auto due =
+            t0 + std::chrono::duration_cast<Clock::duration>(
+                     std::chrono::duration<double>(static_cast<double>(end) / o.tokens_per_second));
+        while (Clock::now() < due && !stopped()) {
+          std::this_thread::sleep_until(
+              std::min(due, Clock::now() + std::chrono::milliseconds(50)));
+        }
       }
+      if (stopped()) return;
       v1::StreamVocodeRequest r;
       for (size_t k = i; k < end; ++k)
         r.mutable_chunk()->add_tokens(static_cast<uint32_t>(tokens[k]));
@@ -105,6 +120,10 @@ StreamResult VocoderClient::Stream(const std::vector<int64_t>& tokens, const Str
       if (end >= tokens.size()) break;
     }
     stream->WritesDone();
+    // A stop request must also reach a call whose input is all sent.
+    while (o.stop != nullptr && !reading_done.load() && !stopped()) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
   });
 
   v1::StreamVocodeResponse r;
@@ -120,15 +139,21 @@ StreamResult VocoderClient::Stream(const std::vector<int64_t>& tokens, const Str
     c.start_sample = a.start_sample();
     c.num_samples = a.num_samples();
     c.timing = r.timing();
+    c.received_at = now;
+    c.sample_rate_hz = result.started.sample_rate_hz();
     {
       std::lock_guard lock(mu);
       if (auto it = sent.find(a.sequence_number()); it != sent.end()) {
+        c.sent_at = it->second;
         c.latency_s = Seconds(now - it->second);
       }
       if (result.first_audio_s < 0 && a.num_samples() > 0) {
         result.first_audio_s = Seconds(now - first_sent);
+        c.first_audio = true;
+        c.first_audio_s = result.first_audio_s;
       }
     }
+    if (o.on_chunk) o.on_chunk(c);
     if (a.start_sample() != result.audio.size()) result.gap_free = false;
     const auto samples = DecodeAudio(a.audio(), result.started.encoding());
     result.audio.insert(result.audio.end(), samples.begin(), samples.end());
@@ -138,6 +163,7 @@ StreamResult VocoderClient::Stream(const std::vector<int64_t>& tokens, const Str
       ctx.TryCancel();
     }
   }
+  reading_done = true;
   writer.join();
   result.status = stream->Finish();
   result.total_s = Seconds(Clock::now() - t0);

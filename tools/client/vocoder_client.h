@@ -10,7 +10,9 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <atomic>
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -18,6 +20,8 @@
 #include "vocoder/v1/vocoder.grpc.pb.h"
 
 namespace vocoder::client {
+
+struct ChunkRecord;
 
 struct StreamOptions {
   std::string voice_id;
@@ -28,13 +32,25 @@ struct StreamOptions {
   double tokens_per_second = 0;           // 0 = send as fast as possible
   std::chrono::milliseconds deadline{0};  // 0 = none
   int cancel_after_audio_chunks = -1;     // cancel once this many audio chunks arrived
+  // Called on the reading thread as each audio chunk arrives (the load
+  // generator's live view); must not block.
+  std::function<void(const ChunkRecord&)> on_chunk;
+  // When set and it becomes true, the call stops sending and is cancelled
+  // (within one chunk interval when paced, 10 ms otherwise). Not owned.
+  const std::atomic<bool>* stop = nullptr;
 };
 
 struct ChunkRecord {
+  using Time = std::chrono::steady_clock::time_point;
   uint64_t sequence_number = 0;
   uint64_t start_sample = 0;
   uint32_t num_samples = 0;
-  double latency_s = 0;  // its TokenChunk sent -> this audio received
+  double latency_s = 0;       // its TokenChunk sent -> this audio received
+  Time sent_at{};             // when that TokenChunk was written
+  Time received_at{};         // when this audio was read
+  bool first_audio = false;   // the utterance's first chunk with samples
+  double first_audio_s = -1;  // when first_audio: first TokenChunk sent -> now
+  uint32_t sample_rate_hz = 0;
   v1::ServerTiming timing;
 };
 
@@ -46,6 +62,7 @@ struct StreamResult {
   double first_audio_s = -1;  // first chunk sent -> first audio received
   double total_s = 0;
   bool gap_free = true;  // every chunk started where the previous ended
+  bool stopped = false;  // cancelled because options.stop became true
 };
 
 class VocoderClient {
