@@ -245,6 +245,32 @@ def check_dockerignore(root, problems, notes):
         notes.append(f".dockerignore: all {len(tracked)} tracked files stay in the build context")
 
 
+# VOCODERD_* names in the deployment files that are not server flags, and why.
+NOT_FLAGS = {
+    "VOCODERD_VENV": "scripts/deps and runtime-libs: where the virtualenv is",
+    "VOCODERD_SKIP_APT": "scripts/deps",
+    "VOCODERD_PORT": "docs: what a Service link would inject",
+    "VOCODERD_SERVICE_HOST": "docs: what a Service link would inject",
+}
+
+
+def check_variable_names(root, problems, notes):
+    """Every VOCODERD_* name written in deploy/ and docs/deploy.md is one
+    vocoderd reads (or a known non-flag)."""
+    known = k8s_test.ServerFacts(root, None).env_vars | set(NOT_FLAGS)
+    files = [os.path.join(root, "docs", "deploy.md"), os.path.join(root, "Dockerfile")]
+    for dirpath, _, names in os.walk(os.path.join(root, "deploy")):
+        files += [os.path.join(dirpath, n) for n in names]
+    seen = 0
+    for path in files:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            names = set(re.findall(r"\bVOCODERD_[A-Z0-9_]*[A-Z0-9]\b", f.read()))
+        seen += len(names)
+        for name in sorted(names - known):
+            problems.append(f"{os.path.relpath(path, root)}: {name} is no vocoderd variable")
+    notes.append(f"VOCODERD_* names: {seen} uses in {len(files)} deployment files, all known")
+
+
 def check_scripts(root, problems, notes):
     r = subprocess.run(["git", "-C", root, "ls-files", "-s", "deploy/docker",
                         "deploy/k8s/generate"], capture_output=True, text=True)
@@ -304,6 +330,7 @@ def main(argv):
     check_dockerfile(root, problems, notes)
     check_dockerignore(root, problems, notes)
     check_scripts(root, problems, notes)
+    check_variable_names(root, problems, notes)
     # Self-check: the draft this Dockerfile replaced (a root user, a
     # HEALTHCHECK, vocoder-bench as the entrypoint) must fail.
     with open(os.path.join(root, "Dockerfile"), encoding="utf-8") as f:
