@@ -2,11 +2,13 @@
 // estimator, HiFT source, HiFT decode) and the Euler/CFG loop in C++.
 // The only translation unit with the model's torch code; see
 // docs/model-format.md for the algorithm it implements.
+#include <ATen/Parallel.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/core/InferenceMode.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <c10/util/Exception.h>
+#include <dlfcn.h>
 #include <torch/script.h>
 
 #include <algorithm>
@@ -32,6 +34,45 @@ namespace {
 
 using torch::indexing::None;
 using torch::indexing::Slice;
+
+// What every call into torch needs on its thread; all of it is thread-local.
+// - The JIT's profiling executor off: the modules load on the main thread but
+//   run on the batcher's GPU thread, where it would otherwise stay on and
+//   re-specialize the graphs for every new batch shape.
+// - Work off the GPU thread (loading, voices) single-threaded. torch's CPU
+//   ops use OpenMP, which keeps a worker team per calling thread; once the
+//   process holds more OpenMP threads than cores, libgomp stops spinning at
+//   barriers and sleeps instead, and every parallel region pays futex
+//   wake-ups. Measured on 2 cores: the server's batches took 3-4x the time of
+//   the same job in vocoder-bench (whose one thread does everything).
+// The thread count is set with libgomp's own per-thread setter:
+// at::set_num_threads also stores a process-wide default and clears
+// oneDNN's cache, neither of which a voice upload should do mid-batch.
+class TorchThreadGuard {
+ public:
+  enum Role { kCompute, kSide };
+  explicit TorchThreadGuard(Role role) : optimize_(torch::jit::getGraphExecutorOptimize()) {
+    torch::jit::setGraphExecutorOptimize(false);
+    static const int compute_threads = at::get_num_threads();  // the default, before any change
+    using SetThreads = void (*)(int);
+    static const auto set_threads =
+        reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "omp_set_num_threads"));
+    thread_local int threads = 0;  // what this guard last set on this thread
+    const int want = role == kSide ? 1 : compute_threads;
+    if (set_threads != nullptr && threads != want) {
+      at::get_num_threads();  // torch's lazy per-thread init first, or it would undo ours
+      set_threads(want);
+      threads = want;
+    }
+  }
+  ~TorchThreadGuard() { torch::jit::setGraphExecutorOptimize(optimize_); }
+  TorchThreadGuard(const TorchThreadGuard&) = delete;
+  TorchThreadGuard& operator=(const TorchThreadGuard&) = delete;
+
+ private:
+  c10::InferenceMode mode_;
+  bool optimize_;
+};
 
 template <typename F>
 absl::Status Guarded(const char* what, F&& f) {
@@ -98,7 +139,7 @@ class TorchVocoder final : public Vocoder {
     if (auto s = ValidateVoice(data, m_); !s.ok()) return s;
     auto voice = std::make_shared<Voice>();
     absl::Status s = Guarded("uploading voice", [&] {
-      c10::InferenceMode guard;
+      TorchThreadGuard guard(TorchThreadGuard::kSide);
       auto t = std::make_shared<VoiceTensors>();
       const int64_t p = static_cast<int64_t>(data.prompt_tokens.size());
       t->prompt_tokens = torch::from_blob(data.prompt_tokens.data(), {p}, torch::kInt64).clone();
@@ -173,10 +214,7 @@ class TorchVocoder final : public Vocoder {
         encoder_dtype_(DType(m_.encoder_dtype)) {}
 
   absl::Status LoadModules() {
-    c10::InferenceMode guard;
-    // Batch shapes change with every batch; the profiling executor would
-    // re-specialize (and re-optimize) the graphs for each new shape.
-    torch::jit::setGraphExecutorOptimize(false);
+    TorchThreadGuard guard(TorchThreadGuard::kSide);
     auto load = [&](const char* name) {
       auto mod = torch::jit::load(m_.Path(name), torch_device_);
       mod.eval();
@@ -216,7 +254,7 @@ class TorchVocoder final : public Vocoder {
   }
 
   absl::Status EncodeLocked(absl::Span<VocodeJob* const> jobs, int n, TorchFlowBatch& b) {
-    c10::InferenceMode guard;
+    TorchThreadGuard guard(TorchThreadGuard::kCompute);
     auto stream_guard = StreamGuard();
     const int64_t B = static_cast<int64_t>(jobs.size());
     const int64_t fpt = m_.frames_per_token;
@@ -287,7 +325,7 @@ class TorchVocoder final : public Vocoder {
   }
 
   absl::Status StepLocked(TorchFlowBatch& b) {
-    c10::InferenceMode guard;
+    TorchThreadGuard guard(TorchThreadGuard::kCompute);
     auto stream_guard = StreamGuard();
     const int64_t B = b.rows();
     // Per-row t and dt, following the official recurrence t += dt,
@@ -332,7 +370,7 @@ class TorchVocoder final : public Vocoder {
   }
 
   absl::Status VocodeLocked(TorchFlowBatch& b, absl::Span<VocodeJob* const> jobs) {
-    c10::InferenceMode guard;
+    TorchThreadGuard guard(TorchThreadGuard::kCompute);
     auto stream_guard = StreamGuard();
     const int64_t spf = m_.samples_per_frame;
     // HiFT is not causal: vocode rows of equal length together.
@@ -435,7 +473,7 @@ absl::StatusOr<std::unique_ptr<Vocoder>> LoadVocoder(const std::string& model_di
 absl::StatusOr<std::map<std::string, HostTensor>> ReadTensorBag(const std::string& path) {
   std::map<std::string, HostTensor> out;
   absl::Status s = Guarded("reading tensor bag", [&] {
-    c10::InferenceMode guard;
+    TorchThreadGuard guard(TorchThreadGuard::kSide);
     auto bag = torch::jit::load(path, torch::Device(torch::kCPU));
     for (const auto& b : bag.named_buffers()) out[b.name] = ToHost(b.value);
     return absl::OkStatus();

@@ -32,6 +32,8 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   model->add_option("--prompt-tokens", m.prompt_tokens, "Voice prompt tokens (250 = 10 s)")
       ->capture_default_str();
+  model->add_option("--voice", m.voice_file,
+                    "Use this voice file (MODEL/voices/NAME.pt) instead of a synthetic prompt");
   model->add_option("--steps", m.n_timesteps, "Euler steps (CFG doubles each)")
       ->capture_default_str();
   model->add_option("--iterations", m.iterations, "Timed runs per point")->capture_default_str();

@@ -16,6 +16,7 @@ struct ModelBenchOptions {
   std::vector<int> chunk_tokens = {25, 50};  // new tokens per job
   int context_tokens = 25;                   // left context re-vocoded per chunk
   int prompt_tokens = 250;                   // 10 s voice prompt
+  std::string voice_file;  // a voice of the export (voices/NAME.pt) instead of a synthetic one
   int n_timesteps = 10;
   int iterations = 5;
   int warmup = 1;

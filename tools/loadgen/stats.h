@@ -64,6 +64,7 @@ struct LevelSummary {
   std::map<std::string, size_t> errors_by_code;
   Percentiles ttfa_ms, chunk_latency_ms, queue_ms, compute_ms;
   Percentiles overhead_ms;  // chunk latency - queue - compute: transport, session, serialization
+  Percentiles first_queue_ms, first_compute_ms;  // ServerTiming of first-audio chunks
   Percentiles rtf;          // utterance wall time / its audio
   Percentiles stall_ms, server_stall_ms;  // per utterance
   size_t stalled_utterances = 0;          // server_stall above the threshold
