@@ -68,11 +68,12 @@ COPY --from=build /opt/vocoderd/build/release/server/vocoderd \
      /opt/vocoderd/deploy/docker/runtime-libs /opt/vocoderd/bin/
 COPY --from=build /opt/vocoderd/tools/export_s3gen.py /opt/vocoderd/tools/
 COPY --from=build /opt/vocoderd/tools/s3gen /opt/vocoderd/tools/s3gen
-COPY --from=build /opt/vocoderd/runtime-libs /opt/vocoderd/runtime-libs
 # Libraries the runtime base lacks (gRPC, protobuf, Abseil, prometheus-cpp,
-# c-ares, re2, ...) go to /opt/vocoderd/lib; the build fails here, not in a
-# pod, if any library of a shipped binary does not resolve.
-RUN /opt/vocoderd/bin/runtime-libs install /opt/vocoderd/runtime-libs /opt/vocoderd/lib \
+# c-ares, re2, ...) go to /opt/vocoderd/lib, read through a bind mount of the
+# build stage; the build fails here, not in a pod, if any library of a
+# shipped binary does not resolve.
+RUN --mount=type=bind,from=build,source=/opt/vocoderd/runtime-libs,target=/tmp/runtime-libs \
+    /opt/vocoderd/bin/runtime-libs install /tmp/runtime-libs /opt/vocoderd/lib \
     && /opt/vocoderd/bin/runtime-libs check /opt/vocoderd/bin/vocoderd \
       /opt/vocoderd/bin/vocoder-client /opt/vocoderd/bin/vocoder-bench \
     && /opt/vocoderd/bin/vocoderd --print-config >/dev/null \
