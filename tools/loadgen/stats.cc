@@ -62,7 +62,8 @@ LevelSummary Summarize(const std::vector<ChunkEvent>& chunks,
   LevelSummary s;
   s.t0 = t0;
   s.t1 = t1;
-  std::vector<double> ttfa, first_queue, first_compute, latency, queue, compute, overhead, rtf, stall, server_stall;
+  std::vector<double> ttfa, first_queue, first_compute, latency, queue, compute, overhead, rtf,
+      stall, server_stall;
   double audio = 0, batch_weighted = 0, utterance_audio = 0, stall_total = 0;
   size_t n_chunks = 0;
   for (const auto& c : chunks) {
