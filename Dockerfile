@@ -5,7 +5,8 @@
 #
 # The build stage runs the README's own scripts/deps and scripts/build, so
 # there is no second build recipe to drift. The runtime stage carries only
-# what a pod runs: vocoderd, vocoder-client, vocoder-bench, the export tool
+# what a pod runs: vocoderd, vocoder-client, vocoder-bench, vocoder-loadgen
+# (load tests from inside the cluster, docs/benchmarks.md), the export tool
 # with the project virtualenv (torch, which also provides LibTorch and the
 # CUDA libraries it needs) and the shared libraries the binaries link.
 #
@@ -33,10 +34,10 @@ COPY . .
 RUN --mount=type=cache,target=/root/.cache \
     CCACHE_DIR=/root/.cache/ccache scripts/deps \
     && CCACHE_DIR=/root/.cache/ccache scripts/build release \
-      --target vocoderd vocoder-client vocoder-bench \
+      --target vocoderd vocoder-client vocoder-bench vocoder-loadgen \
     && deploy/docker/runtime-libs collect /opt/vocoderd/runtime-libs \
       build/release/server/vocoderd build/release/tools/client/vocoder-client \
-      build/release/tools/bench/vocoder-bench
+      build/release/tools/bench/vocoder-bench build/release/tools/loadgen/vocoder-loadgen
 
 FROM nvidia/cuda:${CUDA_VERSION}-runtime-${BASE_OS} AS runtime
 ARG VERSION=0.1.0
@@ -62,6 +63,7 @@ COPY --from=build /opt/vocoderd/.venv /opt/vocoderd/.venv
 COPY --from=build /opt/vocoderd/build/release/server/vocoderd \
      /opt/vocoderd/build/release/tools/client/vocoder-client \
      /opt/vocoderd/build/release/tools/bench/vocoder-bench \
+     /opt/vocoderd/build/release/tools/loadgen/vocoder-loadgen \
      /opt/vocoderd/deploy/docker/export-model \
      /opt/vocoderd/deploy/docker/fetch-checkpoint \
      /opt/vocoderd/deploy/docker/grpc-health-check \
@@ -76,6 +78,7 @@ RUN --mount=type=bind,from=build,source=/opt/vocoderd/runtime-libs,target=/tmp/r
     /opt/vocoderd/bin/runtime-libs install /tmp/runtime-libs /opt/vocoderd/lib \
     && /opt/vocoderd/bin/runtime-libs check /opt/vocoderd/bin/vocoderd \
       /opt/vocoderd/bin/vocoder-client /opt/vocoderd/bin/vocoder-bench \
+      /opt/vocoderd/bin/vocoder-loadgen \
     && /opt/vocoderd/bin/vocoderd --print-config >/dev/null \
     && mkdir -p /models && chown 10001:10001 /models
 ENV PATH=/opt/vocoderd/bin:/opt/vocoderd/.venv/bin:$PATH \
