@@ -31,7 +31,7 @@ def level(c, audio, ttfa50, ttfa95, stalled=0, errors=0, utterances=10):
             "ttfa_ms": {"p50": ttfa50, "p95": ttfa95, "p99": ttfa95},
             "chunk_latency_ms": {"p50": ttfa50, "p95": ttfa95, "p99": ttfa95},
             "first_chunk_queue_ms": {"p50": 0.1}, "first_chunk_compute_ms": {"p50": 40.0},
-            "overhead_ms": {"p50": 0.4},
+            "overhead_ms": {"p50": 0.4}, "ttfa_overhead_ms": {"p50": 0.6},
             "server": {"batches": 10, "mean_batch_size": min(c, 32),
                        "batch_sizes": {"1": 4, "2": 6} if c < 8 else {"5-8": 3, ">32": 7}}}
 
@@ -54,6 +54,7 @@ def main():
     check(s["reference_concurrency"] == 48, f"reference level ({s.get('reference_concurrency')})")
     check(abs(s["batching_efficiency"] - 48.0 / 400.0) < 1e-12, "batching efficiency")
     check(abs(s["single_stream_overhead_ms"] - 0.5) < 1e-9, "single-stream overhead = 41 - 40.5")
+    check(s["single_stream_overhead_paired_ms"] == 0.6, "paired overhead from the loadgen")
     check(s["realtime_streams"] == 48, f"real-time streams ({s['realtime_streams']})")
     g = s["goals"]
     check(g["single_stream_overhead_ms"]["met"] is True, "0.5 ms meets < 1 ms")

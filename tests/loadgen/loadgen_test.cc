@@ -90,6 +90,7 @@ TEST(SummarizeTest, CountsOnlyEventsInsideTheRange) {
   EXPECT_DOUBLE_EQ(s.chunks_per_s, 1.0);
   EXPECT_EQ(s.ttfa_ms.n, 1u);
   EXPECT_NEAR(s.ttfa_ms.p50, 400, 1e-9);
+  EXPECT_NEAR(s.ttfa_overhead_ms.p50, 400 - 50, 1e-9);  // minus that chunk's compute
   EXPECT_NEAR(s.overhead_ms.p50, s.chunk_latency_ms.p50 - 51, 1e-9);
   EXPECT_EQ(s.utterances, 1u);  // the one at t = 4
   EXPECT_EQ(s.errors, 2u);

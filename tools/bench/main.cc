@@ -38,6 +38,8 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   model->add_option("--iterations", m.iterations, "Timed runs per point")->capture_default_str();
   model->add_option("--warmup", m.warmup, "Untimed runs per point")->capture_default_str();
+  model->add_option("--gap-ms", m.gap_ms, "Idle time before each run (a paced stream's chunk gap)")
+      ->capture_default_str();
 
   CLI11_PARSE(app, argc, argv);
   if (batcher->parsed()) return vocoder::bench::RunBatcherBench(b);

@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <fstream>
 #include <random>
+#include <thread>
 
 #include "absl/strings/str_format.h"
 #include "model/device.h"
@@ -102,6 +103,7 @@ int RunModelBench(const ModelBenchOptions& o) {
       std::vector<double> ms;
       bool failed = false;
       for (int it = 0; it < o.warmup + o.iterations; ++it) {
+        if (o.gap_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(o.gap_ms));
         const auto t0 = std::chrono::steady_clock::now();
         const absl::Status s = vocoder.Run(absl::MakeConstSpan(ptrs), o.n_timesteps);
         const auto t1 = std::chrono::steady_clock::now();
@@ -138,9 +140,9 @@ int RunModelBench(const ModelBenchOptions& o) {
         "  \"model_size\": \"%s\", \"device\": \"%s\", \"dtype\": \"%s\", \"torch\": \"%s\",\n",
         m.size, o.device, m.estimator_dtype, rt.torch_version);
     f << absl::StrFormat(
-        "  \"n_timesteps\": %d, \"prompt_tokens\": %d, \"context_tokens\": %d,\n"
+        "  \"n_timesteps\": %d, \"prompt_tokens\": %d, \"context_tokens\": %d, \"gap_ms\": %d,\n"
         "  \"peak_memory_kind\": \"%s\",\n  \"rows\": [\n",
-        o.n_timesteps, prompt_tokens, o.context_tokens,
+        o.n_timesteps, prompt_tokens, o.context_tokens, o.gap_ms,
         device->is_cuda() ? "cuda_allocator_peak" : "process_max_rss");
     for (size_t i = 0; i < rows.size(); ++i) {
       const Row& r = rows[i];

@@ -20,6 +20,10 @@ struct ModelBenchOptions {
   int n_timesteps = 10;
   int iterations = 5;
   int warmup = 1;
+  // Idle time before each run: a paced stream's chunks arrive about a second
+  // apart, and a model that was idle runs its next batch slower (sleeping
+  // worker threads, cold caches) than one run back to back.
+  int gap_ms = 0;
 };
 
 int RunModelBench(const ModelBenchOptions& options);

@@ -45,6 +45,7 @@ json LevelJson(const LevelResult& r) {
       {"ttfa_ms", PercentilesJson(s.ttfa_ms)},
       {"first_chunk_queue_ms", PercentilesJson(s.first_queue_ms)},
       {"first_chunk_compute_ms", PercentilesJson(s.first_compute_ms)},
+      {"ttfa_overhead_ms", PercentilesJson(s.ttfa_overhead_ms)},
       {"chunk_latency_ms", PercentilesJson(s.chunk_latency_ms)},
       {"server_queue_ms", PercentilesJson(s.queue_ms)},
       {"server_compute_ms", PercentilesJson(s.compute_ms)},

@@ -62,8 +62,8 @@ LevelSummary Summarize(const std::vector<ChunkEvent>& chunks,
   LevelSummary s;
   s.t0 = t0;
   s.t1 = t1;
-  std::vector<double> ttfa, first_queue, first_compute, latency, queue, compute, overhead, rtf,
-      stall, server_stall;
+  std::vector<double> ttfa, first_queue, first_compute, ttfa_overhead, latency, queue, compute,
+      overhead, rtf, stall, server_stall;
   double audio = 0, batch_weighted = 0, utterance_audio = 0, stall_total = 0;
   size_t n_chunks = 0;
   for (const auto& c : chunks) {
@@ -78,6 +78,7 @@ LevelSummary Summarize(const std::vector<ChunkEvent>& chunks,
       ttfa.push_back(1e3 * c.ttfa_s);
       first_queue.push_back(c.queue_us / 1e3);
       first_compute.push_back(c.compute_us / 1e3);
+      ttfa_overhead.push_back(1e3 * c.ttfa_s - c.compute_us / 1e3);
     }
     ++s.chunks_by_batch_size[c.batch_size];
     batch_weighted += c.batch_size;
@@ -100,6 +101,7 @@ LevelSummary Summarize(const std::vector<ChunkEvent>& chunks,
   s.ttfa_ms = Describe(std::move(ttfa));
   s.first_queue_ms = Describe(std::move(first_queue));
   s.first_compute_ms = Describe(std::move(first_compute));
+  s.ttfa_overhead_ms = Describe(std::move(ttfa_overhead));
   s.chunk_latency_ms = Describe(std::move(latency));
   s.queue_ms = Describe(std::move(queue));
   s.compute_ms = Describe(std::move(compute));

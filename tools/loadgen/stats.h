@@ -65,10 +65,15 @@ struct LevelSummary {
   Percentiles ttfa_ms, chunk_latency_ms, queue_ms, compute_ms;
   Percentiles overhead_ms;  // chunk latency - queue - compute: transport, session, serialization
   Percentiles first_queue_ms, first_compute_ms;  // ServerTiming of first-audio chunks
-  Percentiles rtf;                               // utterance wall time / its audio
-  Percentiles stall_ms, server_stall_ms;         // per utterance
-  size_t stalled_utterances = 0;                 // server_stall above the threshold
-  double stall_per_audio_s = 0;                  // stall seconds per second of audio
+  // Per utterance, time to first audio minus the server's compute time of
+  // that very chunk: what the server adds to the model for a first chunk
+  // (queueing, batching, session, transport), paired so that machine drift
+  // between two separate measurements cannot leak in.
+  Percentiles ttfa_overhead_ms;
+  Percentiles rtf;                        // utterance wall time / its audio
+  Percentiles stall_ms, server_stall_ms;  // per utterance
+  size_t stalled_utterances = 0;          // server_stall above the threshold
+  double stall_per_audio_s = 0;           // stall seconds per second of audio
   double audio_s_per_s = 0, chunks_per_s = 0, utterances_per_s = 0;
   std::map<uint32_t, size_t> chunks_by_batch_size;  // each chunk counted once, at its batch's size
   double mean_batch_size = 0;                       // chunk-weighted
