@@ -53,6 +53,12 @@ def main():
     # 64 was not run: the reference is the highest level below it (48).
     check(s["reference_concurrency"] == 48, f"reference level ({s.get('reference_concurrency')})")
     check(abs(s["batching_efficiency"] - 48.0 / 400.0) < 1e-12, "batching efficiency")
+    # With a saturation run, efficiency comes from it (64 streams there).
+    sat = {"levels": [level(64, 360.0, 500.0, 900.0)]}
+    s2 = summarize.summarize(model, first, loadgen, saturation=sat)
+    check(abs(s2["batching_efficiency"] - 0.9) < 1e-12 and s2["efficiency_concurrency"] == 64,
+          "efficiency from the saturation run")
+    check(s2["ttfa_p95_ms_64_streams"] == 150.0, "TTFA still from the paced sweep")
     check(abs(s["single_stream_overhead_ms"] - 0.5) < 1e-9, "single-stream overhead = 41 - 40.5")
     check(s["single_stream_overhead_paired_ms"] == 0.6, "paired overhead from the loadgen")
     check(s["realtime_streams"] == 48, f"real-time streams ({s['realtime_streams']})")

@@ -5,11 +5,15 @@ one run into the ratios docs/benchmarks.md tracks, prints them beside their
 goals and writes them as JSON. The goals are reported, never asserted.
 
     summarize.py --model model.json --first-chunk model_first.json \
-        --loadgen loadgen.json [--batcher batcher.json] --out summary.json
+        --loadgen loadgen.json [--saturation saturation.json] [--batcher batcher.json] \
+        --out summary.json
 
 - batching efficiency: the server's audio seconds per second at the reference
   concurrency (64, or the highest level run below it) over the model's best
-  batched throughput in the same run (any batch size, any chunk size).
+  batched throughput in the same run (any batch size, any chunk size). A
+  ratio of capacities, so the server must be saturated: taken from the
+  saturation run (streams sent as fast as possible) when there is one; paced
+  streams only saturate a server that cannot keep up with them.
 - single-stream overhead: the server's time to first audio at one stream (p50)
   minus the model's time for that first chunk alone (median, vocoder-bench).
   Two separate measurements: on a shared machine their difference also holds
@@ -44,7 +48,7 @@ def level_at(levels, concurrency):
     return max(closed, key=lambda l: l["concurrency"]) if closed else None
 
 
-def summarize(model, first, loadgen, batcher=None, reference=64):
+def summarize(model, first, loadgen, batcher=None, reference=64, saturation=None):
     levels = loadgen["levels"]
     best = max(model["rows"], key=lambda r: r["audio_s_per_s"])
     out = {
@@ -54,11 +58,16 @@ def summarize(model, first, loadgen, batcher=None, reference=64):
     ref = level_at(levels, reference)
     if ref is not None:
         out["reference_concurrency"] = ref["concurrency"]
-        out["server_audio_s_per_s"] = ref["audio_s_per_s"]
-        out["batching_efficiency"] = ref["audio_s_per_s"] / best["audio_s_per_s"]
         out["ttfa_p95_ms_64_streams"] = ref["ttfa_ms"]["p95"]
-        srv = ref.get("server") or {}
+    sat = level_at(saturation["levels"], reference) if saturation else ref
+    if sat is not None:
+        out["efficiency_from"] = "saturation run" if saturation else "paced sweep"
+        out["efficiency_concurrency"] = sat["concurrency"]
+        out["server_audio_s_per_s"] = sat["audio_s_per_s"]
+        out["batching_efficiency"] = sat["audio_s_per_s"] / best["audio_s_per_s"]
+        srv = sat.get("server") or {}
         out["server_mean_batch_size"] = srv.get("mean_batch_size")
+        out["server_padding_waste"] = srv.get("padding_waste")
     one = level_at(levels, 1)
     if one is not None:
         out["ttfa_p50_ms_1_stream"] = one["ttfa_ms"]["p50"]
@@ -95,8 +104,10 @@ def print_summary(s, file=sys.stdout):
     p(f"model best: {b['audio_s_per_s']:.2f} audio s/s (batch {b['batch_size']}, "
       f"chunk {b['chunk_tokens']}); first chunk alone {s['model_first_chunk_ms']:.2f} ms")
     if "server_audio_s_per_s" in s:
-        p(f"server at {s['reference_concurrency']} streams: {s['server_audio_s_per_s']:.2f} "
-          f"audio s/s, mean batch {s.get('server_mean_batch_size') or 0:.1f}")
+        p(f"server at {s['efficiency_concurrency']} streams ({s['efficiency_from']}): "
+          f"{s['server_audio_s_per_s']:.2f} audio s/s, mean batch "
+          f"{s.get('server_mean_batch_size') or 0:.1f}, padding "
+          f"{100 * (s.get('server_padding_waste') or 0):.1f} %")
     if "single_stream_overhead_ms" in s:
         p(f"one stream: TTFA p50 {s['ttfa_p50_ms_1_stream']:.2f} ms = first chunk queue "
           f"{s['first_chunk_queue_ms_p50'] or 0:.2f} + server compute "
@@ -113,12 +124,15 @@ def main():
     ap.add_argument("--first-chunk", required=True,
                     help="vocoder-bench model JSON, batch 1, the first chunk's shape")
     ap.add_argument("--loadgen", required=True, help="vocoder-loadgen JSON")
+    ap.add_argument("--saturation",
+                    help="vocoder-loadgen JSON of streams sent as fast as possible (efficiency)")
     ap.add_argument("--batcher", help="vocoder-bench batcher JSON")
     ap.add_argument("--reference-concurrency", type=int, default=64)
     ap.add_argument("--out", help="write the summary here")
     a = ap.parse_args()
     s = summarize(load(a.model), load(a.first_chunk), load(a.loadgen),
-                  load(a.batcher) if a.batcher else None, a.reference_concurrency)
+                  load(a.batcher) if a.batcher else None, a.reference_concurrency,
+                  load(a.saturation) if a.saturation else None)
     print_summary(s)
     if a.out:
         with open(a.out, "w") as f:
