@@ -47,7 +47,10 @@ struct LoadOptions {
   double stability_pct = 10;
   double duration_s = 0;           // > 0: one fixed window of this length instead of the search
   int utterances = 0;              // > 0: measure until this many utterances ended instead
-  double playback_buffer_ms = 0;   // the player starts this long after the first audio
+  // The simulated player starts this long after the first audio arrives: a
+  // client's jitter buffer. With none, every chunk that takes longer than the
+  // first (which has no left context, so it is the cheapest) is an underrun.
+  double playback_buffer_ms = 100;
   double stall_threshold_ms = 10;  // server-caused stall above this counts as a stalled utterance
 
   // Checks every field; InvalidArgument names the first bad one.
