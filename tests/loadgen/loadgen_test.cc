@@ -47,6 +47,37 @@ TEST(PlaybackTest, StartBufferAbsorbsJitterAndEmptyChunksAreIgnored) {
   EXPECT_NEAR(p.Arrive(2.5, 1000), 0.2, 1e-12);  // ran out at 2.3
 }
 
+TEST(ServerStallTest, ConstantLatencyCausesNoServerStall) {
+  // Paced at real time, 1 s chunks; the first carries only 0.72 s (the model
+  // holds the rest back), so a player stalls 0.28 s whatever the server does.
+  ServerStall s(1000, 0);
+  Playback p(1000, 0);
+  const double latency = 0.3;
+  s.Arrive(1.0, 1.0 + latency, 720);
+  p.Arrive(1.0 + latency, 720);
+  for (int k = 1; k < 5; ++k) {
+    EXPECT_EQ(s.Arrive(1.0 + k, 1.0 + k + latency, 1000), 0);
+    p.Arrive(1.0 + k + latency, 1000);
+  }
+  EXPECT_EQ(s.stall_s(), 0);
+  EXPECT_NEAR(p.stall_s(), 0.28, 1e-9);  // the player did pause: not the server's doing
+}
+
+TEST(ServerStallTest, JitterBeyondTheBufferIsTheServers) {
+  ServerStall s(1000, 0.1);
+  s.Arrive(1.0, 1.1, 720);                             // latency 0.1
+  EXPECT_EQ(s.Arrive(2.0, 2.18, 1000), 0);             // 0.08 later than the first: buffered
+  EXPECT_NEAR(s.Arrive(3.0, 3.25, 1000), 0.05, 1e-9);  // 0.15 later: 0.05 beyond the buffer
+  EXPECT_EQ(s.Arrive(4.0, 4.25, 1000), 0);             // the timeline moved with the stall
+  EXPECT_NEAR(s.stall_s(), 0.05, 1e-9);
+}
+
+TEST(ServerStallTest, UnpacedInputLeavesEveryPauseToTheServer) {
+  ServerStall s(1000, 0);
+  s.Arrive(0, 0.5, 1000);                          // plays 0.5..1.5
+  EXPECT_NEAR(s.Arrive(0, 2.0, 1000), 0.5, 1e-9);  // all sent at 0: due at 1.5
+}
+
 WindowStats W(size_t chunks, double rate, double latency) {
   WindowStats w;
   w.chunks = chunks;

@@ -204,15 +204,17 @@ LevelResult LoadGenerator::Run(const Level& level) {
     const double rate = r.started.sample_rate_hz();
     if (rate > 0) {
       u.audio_s = static_cast<double>(r.audio.size()) / rate;
-      Playback actual(rate, o.playback_buffer_ms / 1e3), ideal(rate, o.playback_buffer_ms / 1e3);
+      const double buffer = o.playback_buffer_ms / 1e3;
+      Playback player(rate, buffer);
+      ServerStall server(rate, buffer);
       for (const auto& c : r.chunks) {
-        actual.Arrive(since(c.received_at), c.num_samples);
         // sent_at is unset only if the server named a chunk never sent.
         const auto sent = c.sent_at == client::ChunkRecord::Time{} ? c.received_at : c.sent_at;
-        ideal.Arrive(since(sent), c.num_samples);
+        player.Arrive(since(c.received_at), c.num_samples);
+        server.Arrive(since(sent), since(c.received_at), c.num_samples);
       }
-      u.stall_s = actual.stall_s();
-      u.server_stall_s = std::max(0.0, actual.stall_s() - ideal.stall_s());
+      u.stall_s = player.stall_s();
+      u.server_stall_s = server.stall_s();
     }
     sink.Add(u);
   };

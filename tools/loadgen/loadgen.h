@@ -45,8 +45,8 @@ struct LoadOptions {
   int stable_windows = 3;
   int max_windows = 10;
   double stability_pct = 10;
-  double duration_s = 0;           // > 0: one fixed window of this length instead of the search
-  int utterances = 0;              // > 0: measure until this many utterances ended instead
+  double duration_s = 0;  // > 0: one fixed window of this length instead of the search
+  int utterances = 0;     // > 0: measure until this many utterances ended instead
   // The simulated player starts this long after the first audio arrives: a
   // client's jitter buffer. With none, every chunk that takes longer than the
   // first (which has no left context, so it is the cheapest) is an underrun.

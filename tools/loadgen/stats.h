@@ -31,11 +31,9 @@ struct UtteranceEvent {
   std::string code = "OK";  // gRPC status code name
   double audio_s = 0;
   double total_s = 0;  // call start -> last audio
-  double stall_s = 0;  // underruns a real-time player heard
-  // The part of stall_s the server caused: stall_s minus the stall the same
-  // player would hear from a zero-latency server, whose audio arrives the
-  // moment the tokens that release it are sent (pacing and the model's
-  // lookahead alone cause that one). Never negative.
+  double stall_s = 0;  // underruns a real-time player heard (Playback)
+  // The part of them the server caused (ServerStall): pacing and the model's
+  // lookahead cause pauses a zero-latency server would cause too.
   double server_stall_s = 0;
 };
 
