@@ -43,8 +43,8 @@ using torch::indexing::Slice;
 //   ops use OpenMP, which keeps a worker team per calling thread; once the
 //   process holds more OpenMP threads than cores, libgomp stops spinning at
 //   barriers and sleeps instead, and every parallel region pays futex
-//   wake-ups. Measured on 2 cores: the server's batches took 3-4x the time of
-//   the same job in vocoder-bench (whose one thread does everything).
+//   wake-ups. Measured on 2 cores: without both, the server's batches took
+//   2.2x the time of the same job in vocoder-bench (one thread does all there).
 // The thread count is set with libgomp's own per-thread setter:
 // at::set_num_threads also stores a process-wide default and clears
 // oneDNN's cache, neither of which a voice upload should do mid-batch.
