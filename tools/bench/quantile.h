@@ -7,12 +7,18 @@
 
 namespace vocoder::bench {
 
-// q in [0, 1]; 0 for an empty sample.
+// q in [0, 1] of an ascending sample; 0 for an empty one.
+inline double QuantileSorted(const std::vector<double>& sorted, double q) {
+  if (sorted.empty()) return 0;
+  const size_t i =
+      std::min(sorted.size() - 1, static_cast<size_t>(q * static_cast<double>(sorted.size())));
+  return sorted[i];
+}
+
+// q in [0, 1] of any sample; 0 for an empty one.
 inline double Quantile(std::vector<double> v, double q) {
-  if (v.empty()) return 0;
   std::sort(v.begin(), v.end());
-  const size_t i = std::min(v.size() - 1, static_cast<size_t>(q * static_cast<double>(v.size())));
-  return v[i];
+  return QuantileSorted(v, q);
 }
 
 }  // namespace vocoder::bench

@@ -15,6 +15,10 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+Clock::duration Seconds(double s) {
+  return std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(s));
+}
+
 const char* CodeName(grpc::StatusCode code) {
   static const char* const kNames[] = {"OK",
                                        "CANCELLED",
@@ -231,8 +235,7 @@ LevelResult LoadGenerator::Run(const Level& level) {
       std::exponential_distribution<double> gap(level.arrival_rate);
       auto next = Clock::now();
       for (;;) {
-        next += std::chrono::duration_cast<Clock::duration>(
-            std::chrono::duration<double>(gap(arrivals)));
+        next += Seconds(gap(arrivals));
         if (!stopper.SleepUntil(next)) return;
         if (inflight.load() >= o.max_inflight) {
           ++result.dropped_arrivals;
@@ -253,8 +256,7 @@ LevelResult LoadGenerator::Run(const Level& level) {
     const double spread = o.tokens_per_second > 0 ? o.chunk_tokens / o.tokens_per_second : 0;
     std::uniform_real_distribution<double> offset(0, 1);
     for (int i = 0; i < level.concurrency; ++i) {
-      const auto start = t_start + std::chrono::duration_cast<Clock::duration>(
-                                       std::chrono::duration<double>(spread * offset(rng)));
+      const auto start = t_start + Seconds(spread * offset(rng));
       threads.emplace_back([&, start] {
         if (!stopper.SleepUntil(start)) return;
         while (!stopper.stopped()) {
@@ -270,9 +272,7 @@ LevelResult LoadGenerator::Run(const Level& level) {
   }
 
   // Measurement.
-  auto at = [&](double s) {
-    return t_start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(s));
-  };
+  auto at = [&](double s) { return t_start + Seconds(s); };
   std::vector<std::pair<double, std::vector<Sample>>> scrapes;  // time -> snapshot
   auto scrape = [&](double t) {
     if (o.metrics_url.empty()) return;

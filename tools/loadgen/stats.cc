@@ -14,9 +14,9 @@ Percentiles Describe(std::vector<double> v) {
   if (v.empty()) return p;
   std::sort(v.begin(), v.end());
   p.mean = std::accumulate(v.begin(), v.end(), 0.0) / static_cast<double>(v.size());
-  p.p50 = bench::Quantile(v, 0.50);
-  p.p95 = bench::Quantile(v, 0.95);
-  p.p99 = bench::Quantile(v, 0.99);
+  p.p50 = bench::QuantileSorted(v, 0.50);
+  p.p95 = bench::QuantileSorted(v, 0.95);
+  p.p99 = bench::QuantileSorted(v, 0.99);
   p.max = v.back();
   return p;
 }
