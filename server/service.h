@@ -2,6 +2,8 @@
 // (refcounted, at most one write in flight, writes queued), unary Vocode, and
 // the voice RPCs. Turns RPCs into batcher jobs and completions into writes.
 //
+// The voice RPCs are implemented in voice_service.cc (VoiceService).
+//
 // Thread-safety: gRPC calls the reactions on its threads; job completions
 // arrive on the Executor. All reactor state is guarded by its mutex.
 #ifndef VOCODER_SERVER_SERVICE_H_
@@ -15,6 +17,7 @@
 #include "server/executor.h"
 #include "server/metrics.h"
 #include "server/voice_registry.h"
+#include "server/voice_service.h"
 #include "vocoder/v1/vocoder.grpc.pb.h"
 
 namespace vocoder::server {
@@ -63,6 +66,7 @@ class VocoderService final : public v1::Vocoder::CallbackService {
 
  private:
   ServiceDeps d_;
+  VoiceService voice_service_{d_};
 };
 
 }  // namespace vocoder::server
