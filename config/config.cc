@@ -58,7 +58,13 @@ std::vector<Binding> Bind(CLI::App* app, Config& c) {
   add("Model", "model-dir", &Config::model_dir, "Exported model directory (manifest.json)");
   add("Model", "device", &Config::device, "Device: cpu or cuda:N");
   add("Model", "voices-dir", &Config::voices_dir,
-      "Voices loaded at start (default <model-dir>/voices)");
+      "Voice repository, shared by all replicas (default <model-dir>/voices)");
+  add("Model", "voices-sync-interval-ms", &Config::voices_sync_interval_ms,
+      "Rescan the voice repository this often (inotify also triggers a rescan)");
+  add("Model", "voice-cache-mb", &Config::voice_cache_mb,
+      "Idle voices kept on the device, by size; evicted ones reload on use (0 = no limit)");
+  add("Model", "intra-op-threads", &Config::intra_op_threads,
+      "Torch CPU threads per batch (0 = torch's default, one per core)");
   add("Batcher", "max-batch-size", &Config::max_batch_size,
       "Jobs per batch (the GPU sees twice as many rows: CFG)");
   add("Batcher", "max-batch-tokens", &Config::max_batch_tokens,
@@ -138,6 +144,14 @@ absl::Status Validate(const Config& c) {
            {"max-voices", c.max_voices},
            {"max-voice-bytes", c.max_voice_bytes}}) {
     if (auto s = positive(flag, v); !s.ok()) return s;
+  }
+  if (c.voices_sync_interval_ms < 10) {
+    return Invalid("voices-sync-interval-ms",
+                   absl::StrCat("must be >= 10; was ", c.voices_sync_interval_ms));
+  }
+  if (c.voice_cache_mb < 0) return Invalid("voice-cache-mb", "must be >= 0 (0 = no limit)");
+  if (c.intra_op_threads < 0) {
+    return Invalid("intra-op-threads", "must be >= 0 (0 = torch's default)");
   }
   if (c.max_batch_tokens < 0) return Invalid("max-batch-tokens", "must be >= 0 (0 = no budget)");
   if (c.idle_grace_us < 0) return Invalid("idle-grace-us", "must be >= 0");

@@ -117,6 +117,8 @@ class TorchVocoder final : public Vocoder {
     auto device = ParseDevice(device_name);
     if (!device.ok()) return device.status();
     if (auto s = CheckDevice(*device); !s.ok()) return s;
+    // Before any TorchThreadGuard: the guard takes this as the compute count.
+    if (options.intra_op_threads > 0) at::set_num_threads(options.intra_op_threads);
     auto manifest = LoadManifest(dir, options.verify_hashes);
     if (!manifest.ok()) return manifest.status();
     const std::string want = device->is_cuda() ? "cuda" : "cpu";

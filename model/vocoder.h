@@ -116,6 +116,10 @@ class Vocoder {
 
 struct LoadOptions {
   bool verify_hashes = true;
+  // Torch CPU threads for batches (process-wide; set before the first batch).
+  // 0 keeps torch's default (one per core). Useful with several replicas or
+  // other work on one CPU host.
+  int intra_op_threads = 0;
 };
 
 // Loads a model directory onto "cpu" or "cuda:N" (implemented in

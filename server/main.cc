@@ -52,7 +52,9 @@ int main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   Log(1, "loading %s on %s", config.model_dir.c_str(), config.device.c_str());
-  auto vocoder = vocoder::model::LoadVocoder(config.model_dir, config.device);
+  vocoder::model::LoadOptions load_options;
+  load_options.intra_op_threads = config.intra_op_threads;
+  auto vocoder = vocoder::model::LoadVocoder(config.model_dir, config.device, load_options);
   if (!vocoder.ok()) {
     Log(3, "%s", vocoder.status().ToString().c_str());
     return 1;

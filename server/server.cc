@@ -50,10 +50,17 @@ absl::StatusOr<std::unique_ptr<VocoderServer>> VocoderServer::Start(
       *s->registry_, MetricsInfo{"0.1.0", "s3gen-" + manifest.size, config.max_batch_size,
                                  static_cast<double>(config.max_wait_us) / 1000.0});
   s->runner_ = std::make_unique<ModelBatchRunner>(*s->vocoder_, s->metrics_.get());
-  s->voices_ = std::make_unique<VoiceRegistry>(*s->vocoder_, config.max_voices);
-  const std::string voices_dir =
-      config.voices_dir.empty() ? config.model_dir + "/voices" : config.voices_dir;
-  if (auto st = s->voices_->LoadDirectory(voices_dir); !st.ok()) return st;
+  VoiceRegistryOptions voice_options;
+  voice_options.dir = config.voices_dir.empty() ? config.model_dir + "/voices" : config.voices_dir;
+  voice_options.max_voices = config.max_voices;
+  voice_options.cache_bytes = config.voice_cache_mb << 20;
+  voice_options.sync_interval = std::chrono::milliseconds(config.voices_sync_interval_ms);
+  voice_options.metrics = s->registry_.get();
+  s->voices_ = std::make_unique<VoiceRegistry>(*s->vocoder_, voice_options);
+  // Ready means the repository as it is now is loaded; files that fail to
+  // load are counted and logged, not fatal.
+  if (auto st = s->voices_->Sync(); !st.ok()) return st;
+  s->voices_->StartSync();
   auto b = batcher::Batcher::Create(BatcherOptionsFrom(config),
                                     {s->clock_, *s->runner_, s->metrics_.get()});
   if (!b.ok()) return b.status();
@@ -122,8 +129,9 @@ absl::Status VocoderServer::Warmup() {
   auto voices = voices_->List();
   std::shared_ptr<const model::Voice> voice;
   if (!voices.empty()) {
-    voice = voices.front().voice;
-  } else {
+    if (auto e = voices_->Get(voices.front().id); e.ok()) voice = e->voice;
+  }
+  if (voice == nullptr) {
     model::VoiceData v;
     v.embedding.assign(static_cast<size_t>(vocoder_->manifest().spk_dim), 0.1f);
     auto prepared = vocoder_->PrepareVoice(v);
