@@ -32,7 +32,8 @@ constexpr char kTensorBagSuffix[] = ".pt";
 constexpr auto kStaleTemp = std::chrono::hours(1);
 
 bool EndsWith(const std::string& s, const std::string& suffix) {
-  return s.size() > suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+  return s.size() > suffix.size() &&
+         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
 int64_t NowUnixMs() {
@@ -152,20 +153,20 @@ struct VoiceRegistry::Metrics {
                     .Help("Evicted voices loaded again from the repository for a stream")
                     .Register(r)
                     .Add({})),
-        reload_seconds(prometheus::BuildHistogram()
-                           .Name("vocoder_voice_reload_seconds")
-                           .Help("Time a stream waited for an evicted voice to load again")
-                           .Register(r)
-                           .Add({}, prometheus::Histogram::BucketBoundaries{
-                                        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
-                                        1})),
+        reload_seconds(
+            prometheus::BuildHistogram()
+                .Name("vocoder_voice_reload_seconds")
+                .Help("Time a stream waited for an evicted voice to load again")
+                .Register(r)
+                .Add({}, prometheus::Histogram::BucketBoundaries{0.001, 0.0025, 0.005, 0.01, 0.025,
+                                                                 0.05, 0.1, 0.25, 0.5, 1})),
         sync_lag(prometheus::BuildHistogram()
                      .Name("vocoder_voice_sync_lag_seconds")
                      .Help("From a voice file's modification (on any replica) to this replica "
                            "serving it, for changes seen after start")
                      .Register(r)
-                     .Add({}, prometheus::Histogram::BucketBoundaries{0.01, 0.05, 0.1, 0.25, 0.5,
-                                                                       1, 2.5, 5, 10, 30, 60})),
+                     .Add({}, prometheus::Histogram::BucketBoundaries{0.01, 0.05, 0.1, 0.25, 0.5, 1,
+                                                                      2.5, 5, 10, 30, 60})),
         last_sync(prometheus::BuildGauge()
                       .Name("vocoder_voice_repository_last_sync_time_seconds")
                       .Help("Unix time of this replica's last completed scan of the voice "
@@ -186,15 +187,16 @@ struct VoiceRegistry::Metrics {
 };
 
 absl::Status ValidateVoiceId(const std::string& id) {
-  const bool ok = !id.empty() && id.size() <= 64 && id[0] != '.' &&
-                  std::all_of(id.begin(), id.end(), [](char c) {
-                    return std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' ||
-                           c == '-';
-                  });
+  const bool ok =
+      !id.empty() && id.size() <= 64 && id[0] != '.' &&
+      std::all_of(id.begin(), id.end(), [](char c) {
+        return std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-';
+      });
   if (ok) return absl::OkStatus();
-  return absl::InvalidArgumentError(absl::StrCat(
-      "voice_id '", id.substr(0, 80), "' must be 1-64 characters of [A-Za-z0-9._-], not starting "
-      "with '.'"));
+  return absl::InvalidArgumentError(
+      absl::StrCat("voice_id '", id.substr(0, 80),
+                   "' must be 1-64 characters of [A-Za-z0-9._-], not starting "
+                   "with '.'"));
 }
 
 VoiceRegistry::VoiceRegistry(model::Vocoder& vocoder, VoiceRegistryOptions options)
@@ -288,7 +290,7 @@ absl::StatusOr<VoiceRegistry::Loaded> VoiceRegistry::LoadFileLocked(const std::s
       ++load_failures_;
     }
     if (metrics_ != nullptr) {
-      (s.code() == absl::StatusCode::kDataLoss               ? metrics_->corrupt
+      (s.code() == absl::StatusCode::kDataLoss ? metrics_->corrupt
        : s.code() == absl::StatusCode::kInvalidArgument ||
                s.code() == absl::StatusCode::kFailedPrecondition
            ? metrics_->invalid
@@ -474,8 +476,8 @@ void VoiceRegistry::SyncLoop() {
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
         next_scan - std::chrono::steady_clock::now());
     pollfd fds[2] = {{wake_fd_, POLLIN, 0}, {inotify_fd, POLLIN, 0}};
-    const int n = ::poll(fds, inotify_fd >= 0 ? 2 : 1,
-                         static_cast<int>(std::max<int64_t>(0, left.count())));
+    const int n =
+        ::poll(fds, inotify_fd >= 0 ? 2 : 1, static_cast<int>(std::max<int64_t>(0, left.count())));
     bool scan = std::chrono::steady_clock::now() >= next_scan;
     if (n > 0 && inotify_fd >= 0 && (fds[1].revents & POLLIN) != 0) {
       char buf[4096];
@@ -601,8 +603,8 @@ absl::StatusOr<VoiceEntry> VoiceRegistry::Register(const std::string& id,
   {
     std::lock_guard lock(mu_);
     if (static_cast<int>(voices_.size()) >= o_.max_voices && voices_.count(id) == 0) {
-      return absl::ResourceExhaustedError(absl::StrCat(
-          "voice limit reached (", o_.max_voices, ", --max-voices); delete a voice first"));
+      return absl::ResourceExhaustedError(absl::StrCat("voice limit reached (", o_.max_voices,
+                                                       ", --max-voices); delete a voice first"));
     }
   }
   const std::string final_path = absl::StrCat(o_.dir, "/", id, kVoiceFileSuffix);
@@ -691,9 +693,9 @@ absl::Status VoiceRegistry::Delete(const std::string& id) {
       return absl::NotFoundError(absl::StrCat("voice '", id, "' is not registered"));
     }
     if (IsReadOnlyErrno(err)) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "the voice repository ", o_.dir, " is read-only (", ErrnoText(err),
-          "): voices cannot be deleted through the API; remove the file instead"));
+      return absl::FailedPreconditionError(
+          absl::StrCat("the voice repository ", o_.dir, " is read-only (", ErrnoText(err),
+                       "): voices cannot be deleted through the API; remove the file instead"));
     }
     return absl::UnavailableError(
         absl::StrCat("deleting voice '", id, "' from ", o_.dir, " failed: ", ErrnoText(err)));

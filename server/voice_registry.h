@@ -112,8 +112,8 @@ class VoiceRegistry {
   size_t size() const;
 
   // Observability (tests, benchmarks).
-  size_t resident() const;            // voices held on the device by the cache
-  int64_t resident_bytes() const;     // their estimated bytes
+  size_t resident() const;         // voices held on the device by the cache
+  int64_t resident_bytes() const;  // their estimated bytes
   int64_t evictions() const;
   int64_t reloads() const;
   int64_t load_failures() const;

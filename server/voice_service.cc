@@ -134,18 +134,18 @@ grpc::ServerUnaryReactor* VoiceService::RegisterVoice(grpc::CallbackServerContex
                                   d_.config.max_voice_bytes, " (--max-voice-bytes)")));
   }
   if (request->display_name().size() > static_cast<size_t>(kMaxDisplayNameBytes)) {
-    return Reply(d_, kRpc, context,
-                 absl::InvalidArgumentError(absl::StrCat(
-                     "display_name is ", request->display_name().size(), " bytes; at most ",
-                     kMaxDisplayNameBytes)));
+    return Reply(
+        d_, kRpc, context,
+        absl::InvalidArgumentError(absl::StrCat("display_name is ", request->display_name().size(),
+                                                " bytes; at most ", kMaxDisplayNameBytes)));
   }
   const v1::VoiceConditioning& c = request->conditioning();
   if (c.prompt_frames() != 2 * static_cast<uint64_t>(c.prompt_tokens_size())) {
-    return Reply(d_, kRpc, context,
-                 absl::InvalidArgumentError(absl::StrCat(
-                     "conditioning.prompt_frames is ", c.prompt_frames(), "; ",
-                     c.prompt_tokens_size(), " prompt tokens need ", 2 * c.prompt_tokens_size(),
-                     " frames")));
+    return Reply(
+        d_, kRpc, context,
+        absl::InvalidArgumentError(absl::StrCat(
+            "conditioning.prompt_frames is ", c.prompt_frames(), "; ", c.prompt_tokens_size(),
+            " prompt tokens need ", 2 * c.prompt_tokens_size(), " frames")));
   }
   auto* reactor = context->DefaultReactor();
   const ServiceDeps& d = d_;
@@ -189,9 +189,9 @@ grpc::ServerUnaryReactor* VoiceService::ListVoices(grpc::CallbackServerContext* 
   if (absl::Status s = AdmitVoiceRpc(d_); !s.ok()) return Reply(d_, kRpc, context, s);
   if (request->page_size() < 0) {
     return Reply(d_, kRpc, context,
-                 absl::InvalidArgumentError(absl::StrCat(
-                     "page_size must be >= 0 (0 = default ", kDefaultVoicePageSize, "); was ",
-                     request->page_size())));
+                 absl::InvalidArgumentError(absl::StrCat("page_size must be >= 0 (0 = default ",
+                                                         kDefaultVoicePageSize, "); was ",
+                                                         request->page_size())));
   }
   std::string after;
   if (!request->page_token().empty()) {
@@ -199,16 +199,17 @@ grpc::ServerUnaryReactor* VoiceService::ListVoices(grpc::CallbackServerContext* 
     if (!cursor.ok()) return Reply(d_, kRpc, context, cursor.status());
     after = *cursor;
   }
-  const size_t page = static_cast<size_t>(
-      request->page_size() == 0 ? kDefaultVoicePageSize
-                                : std::min(request->page_size(), kMaxVoicePageSize));
-  const size_t budget = std::min<size_t>(1 << 20, static_cast<size_t>(d_.config.max_message_bytes) / 4);
+  const size_t page = static_cast<size_t>(request->page_size() == 0
+                                              ? kDefaultVoicePageSize
+                                              : std::min(request->page_size(), kMaxVoicePageSize));
+  const size_t budget =
+      std::min<size_t>(1 << 20, static_cast<size_t>(d_.config.max_message_bytes) / 4);
   const auto all = d_.voices.List();  // sorted by id
-  auto it = after.empty() ? all.begin()
-                          : std::upper_bound(all.begin(), all.end(), after,
-                                             [](const std::string& id, const VoiceEntry& e) {
-                                               return id < e.id;
-                                             });
+  auto it =
+      after.empty()
+          ? all.begin()
+          : std::upper_bound(all.begin(), all.end(), after,
+                             [](const std::string& id, const VoiceEntry& e) { return id < e.id; });
   size_t bytes = 0;
   for (; it != all.end() && static_cast<size_t>(response->voices_size()) < page; ++it) {
     v1::Voice v;

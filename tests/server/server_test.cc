@@ -203,71 +203,7 @@ TEST_F(ServerTest, BadInputGetsItsExactCodeAndTheServerKeepsServing) {
   ExpectNoStreamsLeft();
 }
 
-TEST_F(ServerTest, VoicesRegisterListGetDelete) {
-  auto& stub = client_->stub();
-  v1::RegisterVoiceRequest req;
-  req.set_voice_id("carol");
-  req.set_display_name("Carol");
-  auto* c = req.mutable_conditioning();
-  for (int i = 0; i < 10; ++i) c->add_prompt_tokens(static_cast<uint32_t>(i * 11));
-  c->set_prompt_frames(20);
-  for (int i = 0; i < 20 * 80; ++i) c->add_prompt_mel(-5.0f + 0.001f * static_cast<float>(i % 97));
-  for (int i = 0; i < 192; ++i) c->add_embedding(0.01f * static_cast<float>(i % 13));
-  v1::Voice voice;
-  {
-    grpc::ClientContext ctx;
-    ASSERT_TRUE(stub.RegisterVoice(&ctx, req, &voice).ok());
-  }
-  EXPECT_EQ(voice.voice_id(), "carol");
-  EXPECT_EQ(voice.prompt_tokens(), 10u);
-  EXPECT_EQ(voice.fingerprint().size(), 32u);
-  {
-    grpc::ClientContext ctx;
-    EXPECT_EQ(stub.RegisterVoice(&ctx, req, &voice).error_code(), grpc::ALREADY_EXISTS);
-  }
-  {
-    auto bad = req;
-    bad.set_voice_id("dave");
-    bad.mutable_conditioning()->mutable_embedding()->Truncate(100);
-    grpc::ClientContext ctx;
-    const auto s = stub.RegisterVoice(&ctx, bad, &voice);
-    EXPECT_EQ(s.error_code(), grpc::INVALID_ARGUMENT);
-    EXPECT_THAT(s.error_message(), HasSubstr("embedding has 100"));
-  }
-  {
-    auto bad = req;
-    bad.set_voice_id("not a valid id!");
-    grpc::ClientContext ctx;
-    EXPECT_EQ(stub.RegisterVoice(&ctx, bad, &voice).error_code(), grpc::INVALID_ARGUMENT);
-  }
-  EXPECT_TRUE(client_->Stream(client::DemoTokens(30, 4), Opts("carol")).status.ok());
-  {
-    grpc::ClientContext ctx;
-    v1::ListVoicesRequest lreq;
-    lreq.set_page_size(2);
-    v1::ListVoicesResponse list;
-    ASSERT_TRUE(stub.ListVoices(&ctx, lreq, &list).ok());
-    ASSERT_EQ(list.voices_size(), 2);
-    EXPECT_EQ(list.voices(0).voice_id(), "alice");
-    EXPECT_EQ(list.next_page_token(), "bob");
-    grpc::ClientContext ctx2;
-    lreq.set_page_token(list.next_page_token());
-    ASSERT_TRUE(stub.ListVoices(&ctx2, lreq, &list).ok());
-    ASSERT_EQ(list.voices_size(), 1);
-    EXPECT_EQ(list.voices(0).voice_id(), "carol");
-  }
-  {
-    grpc::ClientContext ctx;
-    v1::DeleteVoiceRequest d;
-    d.set_voice_id("carol");
-    google::protobuf::Empty e;
-    ASSERT_TRUE(stub.DeleteVoice(&ctx, d, &e).ok());
-    grpc::ClientContext ctx2;
-    v1::GetVoiceRequest g;
-    g.set_voice_id("carol");
-    EXPECT_EQ(stub.GetVoice(&ctx2, g, &voice).error_code(), grpc::NOT_FOUND);
-  }
-}
+// The voice RPCs: tests/server/voice_service_test.cc.
 
 TEST_F(ServerTest, CancelledStreamStopsSubmittingAndLeavesNothingBehind) {
   auto o = Opts();

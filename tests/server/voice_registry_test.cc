@@ -189,8 +189,8 @@ TEST_F(VoiceRegistryTest, TornAndCorruptFilesAreNeverLoadedAndCountedOncePerVers
   WriteFile(dir_ + "/carol.voice", good.substr(0, good.size() / 2));  // torn
   std::string flipped = EncodeVoiceFile({"dave", "", 1, Voice(2)});
   flipped[flipped.size() / 2] ^= 0x40;
-  WriteFile(dir_ + "/dave.voice", flipped);                             // corrupt
-  WriteFile(dir_ + "/.voice-tmp-erin-1-2", good.substr(0, 100));        // crashed write
+  WriteFile(dir_ + "/dave.voice", flipped);                       // corrupt
+  WriteFile(dir_ + "/.voice-tmp-erin-1-2", good.substr(0, 100));  // crashed write
   WriteFile(dir_ + "/frank.voice", EncodeVoiceFile({"frank", "", 1, Voice(3)}));
   auto a = Make();
   ASSERT_TRUE(a->Sync().ok());
@@ -198,7 +198,8 @@ TEST_F(VoiceRegistryTest, TornAndCorruptFilesAreNeverLoadedAndCountedOncePerVers
   EXPECT_EQ(a->List()[0].id, "frank");
   EXPECT_EQ(a->load_failures(), 2);
   ASSERT_TRUE(a->Sync().ok());
-  EXPECT_THAT(a->Get("carol"), StatusIs(absl::StatusCode::kNotFound, HasSubstr("cannot be loaded")));
+  EXPECT_THAT(a->Get("carol"),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("cannot be loaded")));
   EXPECT_EQ(a->load_failures(), 2);  // reported once, then ignored until it changes
   EXPECT_EQ(vocoder_.prepared.load(), 1);
 
@@ -284,8 +285,8 @@ TEST_F(VoiceRegistryTest, ReadOnlyRepositoryServesItsVoicesAndRefusesWrites) {
   ASSERT_TRUE(r.Sync().ok());
   if (dir == dir_) {
     EXPECT_TRUE(r.Get("carol").ok());
-    EXPECT_THAT(r.Delete("carol"), StatusIs(absl::StatusCode::kFailedPrecondition,
-                                            HasSubstr("read-only")));
+    EXPECT_THAT(r.Delete("carol"),
+                StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("read-only")));
   }
   EXPECT_THAT(r.Register("dave", "", Voice(2)),
               StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("read-only")));
