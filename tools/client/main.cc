@@ -17,7 +17,9 @@ int main(int argc, char** argv) {
   std::string target = "127.0.0.1:50051", voice, wav;
   int tokens = 150, chunk = 25, streams = 1;
   double rate = 0;
-  app.add_option("--target", target, "vocoderd address")->capture_default_str();
+  app.add_option("--target", target,
+                 "vocoderd address (several IP:PORT by commas, or dns:///name:port)")
+      ->capture_default_str();
   app.add_option("--voice", voice, "Voice id (default: the first ListVoices entry)");
   app.add_option("--tokens", tokens, "Tokens per utterance (25 = 1 s)")->capture_default_str();
   app.add_option("--chunk", chunk, "Tokens per chunk")->capture_default_str();
@@ -26,7 +28,12 @@ int main(int argc, char** argv) {
   app.add_option("--wav", wav, "Write the first stream's audio to this WAV file");
   CLI11_PARSE(app, argc, argv);
 
-  auto channel = grpc::CreateChannel(target, grpc::InsecureChannelCredentials());
+  std::string error;
+  auto channel = vocoder::client::CreateVocoderChannel(target, {}, &error);
+  if (channel == nullptr) {
+    std::fprintf(stderr, "vocoder-client: --target: %s\n", error.c_str());
+    return 2;
+  }
   vocoder::client::VocoderClient client(channel);
   std::vector<std::string> voices;
   if (voice.empty()) {

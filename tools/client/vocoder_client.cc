@@ -170,4 +170,67 @@ StreamResult VocoderClient::Stream(const std::vector<int64_t>& tokens, const Str
   return result;
 }
 
+namespace {
+
+bool IsIpv4(const std::string& host) {
+  int parts = 0;
+  size_t start = 0;
+  while (start <= host.size()) {
+    const size_t dot = std::min(host.find('.', start), host.size());
+    const std::string part = host.substr(start, dot - start);
+    if (part.empty() || part.size() > 3 ||
+        !std::all_of(part.begin(), part.end(), [](char c) { return c >= '0' && c <= '9'; }) ||
+        std::stoi(part) > 255) {
+      return false;
+    }
+    ++parts;
+    start = dot + 1;
+  }
+  return parts == 4;
+}
+
+}  // namespace
+
+std::shared_ptr<grpc::Channel> CreateVocoderChannel(const std::string& targets,
+                                                    const ChannelOptions& options,
+                                                    std::string* error) {
+  std::vector<std::string> list;
+  for (size_t start = 0; start <= targets.size();) {
+    const size_t comma = std::min(targets.find(',', start), targets.size());
+    if (comma > start) list.push_back(targets.substr(start, comma - start));
+    start = comma + 1;
+  }
+  if (list.empty()) {
+    if (error != nullptr) *error = "no target given";
+    return nullptr;
+  }
+  std::string uri = list.front();
+  if (list.size() > 1) {
+    // gRPC's ipv4:/ipv6: schemes take a comma-separated address list.
+    std::string scheme;
+    for (const auto& t : list) {
+      const size_t colon = t.rfind(':');
+      const std::string host = colon == std::string::npos ? "" : t.substr(0, colon);
+      const std::string kind = IsIpv4(host) ? "ipv4"
+                               : host.size() > 2 && host.front() == '[' && host.back() == ']'
+                                   ? "ipv6"
+                                   : "";
+      if (kind.empty() || (!scheme.empty() && kind != scheme) || colon + 1 >= t.size()) {
+        if (error != nullptr) {
+          *error = "several targets must all be IPv4 or all [IPv6] addresses with ports; was '" +
+                   t + "' (for host names use one dns:///name:port target)";
+        }
+        return nullptr;
+      }
+      scheme = kind;
+    }
+    uri = scheme + ":" + targets;
+  }
+  grpc::ChannelArguments args;
+  if (options.local_subchannel_pool) args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+  args.SetMaxReceiveMessageSize(options.max_receive_message_bytes);
+  args.SetLoadBalancingPolicyName("round_robin");
+  return grpc::CreateCustomChannel(uri, grpc::InsecureChannelCredentials(), args);
+}
+
 }  // namespace vocoder::client

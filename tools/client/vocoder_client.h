@@ -77,6 +77,27 @@ class VocoderClient {
   std::unique_ptr<v1::Vocoder::Stub> stub_;
 };
 
+// How CreateVocoderChannel builds a channel.
+struct ChannelOptions {
+  int max_receive_message_bytes = 64 << 20;
+  // A channel of its own connections (several channels to one target then
+  // use several HTTP/2 connections instead of sharing one).
+  bool local_subchannel_pool = false;
+};
+
+// A channel to one vocoderd or to a fleet of them. `targets` is
+//   - one address, "host:port", or any gRPC target URI;
+//   - several IP addresses, "10.0.0.1:50051,10.0.0.2:50051" (or
+//     "[::1]:1,[::1]:2"): one channel over all of them;
+//   - "dns:///name:port": every address the name resolves to (a Kubernetes
+//     headless Service), re-resolved when connections drop.
+// Calls are spread with round_robin: each new call (stream) goes to the next
+// ready replica. Returns nullptr and sets *error when `targets` is malformed
+// (several host names: use a dns:/// name for them).
+std::shared_ptr<grpc::Channel> CreateVocoderChannel(const std::string& targets,
+                                                    const ChannelOptions& options,
+                                                    std::string* error);
+
 // Samples from an AudioChunk's bytes in the given encoding, scaled to [-1, 1].
 std::vector<float> DecodeAudio(const std::string& bytes, v1::AudioEncoding encoding);
 // Deterministic pseudo-random speech tokens (ids 0..6560).

@@ -140,12 +140,13 @@ absl::StatusOr<std::unique_ptr<LoadGenerator>> LoadGenerator::Create(const LoadO
   if (auto s = options.Validate(); !s.ok()) return s;
   std::unique_ptr<LoadGenerator> g(new LoadGenerator(options));
   for (int i = 0; i < options.connections; ++i) {
-    grpc::ChannelArguments args;
+    client::ChannelOptions channel;
     // Without a local pool, channels to one target share one connection.
-    args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
-    args.SetMaxReceiveMessageSize(64 << 20);
-    g->clients_.push_back(std::make_unique<client::VocoderClient>(
-        grpc::CreateCustomChannel(options.target, grpc::InsecureChannelCredentials(), args)));
+    channel.local_subchannel_pool = true;
+    std::string error;
+    auto ch = client::CreateVocoderChannel(options.target, channel, &error);
+    if (ch == nullptr) return absl::InvalidArgumentError(absl::StrCat("--target: ", error));
+    g->clients_.push_back(std::make_unique<client::VocoderClient>(std::move(ch)));
   }
   g->voices_ = options.voices;
   if (g->voices_.empty()) {

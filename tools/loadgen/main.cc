@@ -37,7 +37,10 @@ int main(int argc, char** argv) {
   std::string json_path, csv_path, label;
   bool fast = false;
   int64_t deadline_ms = 0;
-  app.add_option("--target", o.target, "vocoderd gRPC address")->capture_default_str();
+  app.add_option("--target", o.target,
+                 "vocoderd gRPC address; several IP:PORT separated by commas, or "
+                 "dns:///name:port, spread streams round-robin over replicas")
+      ->capture_default_str();
   app.add_option("--metrics-url", o.metrics_url,
                  "vocoderd's metrics, e.g. http://127.0.0.1:9464/metrics (batch sizes, triggers)");
   app.add_option("--voices", o.voices, "Voice ids; stream i uses voice i mod n (default: all)");
