@@ -533,10 +533,15 @@ absl::StatusOr<VoiceEntry> VoiceRegistry::Lookup(const std::string& id, bool loa
   // Not seen yet, changed, or evicted: load it (once: a burst of streams for
   // an evicted voice waits for one load).
   std::lock_guard repo(repo_mu_);
+  file = Locate(id);  // again: a Delete or Register may have run meanwhile
   bool reload = false;
   {
     std::lock_guard lock(mu_);
     auto it = voices_.find(id);
+    if (!file.ok()) {
+      if (it != voices_.end()) EraseLocked(id);
+      return file.status();
+    }
     if (it != voices_.end() && it->second.sig == file->second && it->second.path == file->first) {
       reload = true;
       Slot& slot = it->second;
