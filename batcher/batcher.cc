@@ -7,6 +7,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "batcher/exit_check.h"
 
 namespace vocoder::batcher {
 
@@ -249,6 +250,29 @@ void Batcher::RunBatch(std::vector<Job*> jobs, Trigger trigger, bool allow_bisec
     observer_->OnBusy(end - start);
   }
 
+  if (status.code() == absl::StatusCode::kResourceExhausted) {
+    if (jobs.size() > 1) {
+      // Out of device memory (the BatchRunner contract): the batch does not
+      // fit. Run its halves, each split again if it still does not fit, so
+      // only a job that does not fit alone fails.
+      {
+        std::lock_guard lock(stats_mu_);
+        ++stats_.oom_splits;
+      }
+      if (observer_ != nullptr) observer_->OnOutOfMemorySplit(static_cast<int>(jobs.size()));
+      const auto mid = jobs.begin() + static_cast<std::ptrdiff_t>(jobs.size() / 2);
+      RunBatch(std::vector<Job*>(jobs.begin(), mid), trigger, allow_bisect);
+      RunBatch(std::vector<Job*>(mid, jobs.end()), trigger, allow_bisect);
+      return;
+    }
+    // Alone and still too big: the same chunk would fail the same way on
+    // every retry, so not ResourceExhausted (which clients retry).
+    status = absl::FailedPreconditionError(absl::StrCat(
+        "this chunk does not fit in device memory even in a batch of its own (", jobs[0]->cost(),
+        " tokens with the voice prompt); retrying it will fail again: send shorter chunks or "
+        "use a shorter voice prompt (",
+        status.message(), ")"));
+  }
   if (!status.ok() && allow_bisect && jobs.size() > 1) {
     // Isolate a poison job: each half runs once more, without further bisection.
     const auto mid = jobs.begin() + static_cast<std::ptrdiff_t>(jobs.size() / 2);
@@ -288,7 +312,13 @@ void Batcher::RunPlan(const Decision& decision, const std::vector<std::vector<Jo
 }
 
 bool Batcher::IdleForExit() const {
-  return pending_.empty() && queue_.Empty() && submitting_.load(std::memory_order_seq_cst) == 0;
+  struct Probe final : ExitProbe {
+    explicit Probe(const Batcher& b) : b(b) {}
+    int Submitting() const override { return b.submitting_.load(std::memory_order_seq_cst); }
+    bool QueueEmpty() const override { return b.queue_.Empty(); }
+    const Batcher& b;
+  };
+  return pending_.empty() && NoSubmitCanLand(Probe(*this));
 }
 
 void Batcher::Loop() {

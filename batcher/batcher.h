@@ -18,8 +18,11 @@
 // Failure: a batch whose Run fails fails only its own jobs; with
 // bisect_failures a batch of several jobs is retried once as two halves, so a
 // poison job takes down only its half. Exceptions from the runner become
-// Internal errors. Shutdown runs (or fails with Unavailable) what is queued:
-// nothing is left hanging.
+// Internal errors. ResourceExhausted from the runner means "does not fit"
+// (device out of memory): the batch is split in halves, recursively, and only
+// a job that does not fit alone fails, with FailedPrecondition (retrying the
+// same job cannot succeed; no retry hint). Shutdown runs (or fails with Unavailable) what is
+// queued: nothing is left hanging.
 //
 // THREADS
 // Submit, StreamOpened/StreamClosed, stats and queue_depth are thread-safe.
@@ -53,7 +56,9 @@ class BatchRunner {
   // Once, on the GPU thread, before any Run (e.g. select the CUDA device).
   virtual void OnThreadStart() {}
   // Runs every job of the batch and stores each one's output in the job (the
-  // runner knows the Job subclass). A non-OK status fails the whole batch.
+  // runner knows the Job subclass). A non-OK status fails the whole batch;
+  // ResourceExhausted means the batch does not fit on the device (out of
+  // memory), and the batcher retries it in smaller batches.
   // All jobs share compat; in voice mode they also share the voice.
   virtual absl::Status Run(absl::Span<Job* const> jobs) = 0;
 };
@@ -108,6 +113,8 @@ class Batcher {
   void RunBatch(std::vector<Job*> jobs, Trigger trigger, bool allow_bisect);
   void Settle(Job* job, const absl::Status& status, const BatchInfo& info, JobOutcome outcome);
   void RemovePending(const std::vector<Job*>& jobs);
+  // Stopping only: nothing pending and no accepted Submit can still land
+  // (exit_check.h: the in-flight count is read before the queue).
   bool IdleForExit() const;
 
   const BatcherOptions options_;

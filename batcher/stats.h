@@ -40,6 +40,8 @@ class BatcherObserver {
   virtual void OnDrain(int /*groups*/, int /*batches*/) {}
   virtual void OnQueueDepth(int64_t /*depth*/) {}
   virtual void OnBusy(Duration /*gpu_thread_busy*/) {}
+  // A batch of `size` jobs ran out of device memory and is retried as halves.
+  virtual void OnOutOfMemorySplit(int /*size*/) {}
 };
 
 struct BatcherStats {
@@ -52,6 +54,7 @@ struct BatcherStats {
   int64_t cancelled = 0;
   int64_t shutdown = 0;
   int64_t batches = 0;
+  int64_t oom_splits = 0;  // batches split because they did not fit on the device
   std::array<int64_t, kNumTriggers> batches_by_trigger{};
   std::map<int, int64_t> batch_sizes;       // size -> batches
   std::map<int, int64_t> groups_per_drain;  // groups -> drains

@@ -1,12 +1,14 @@
 #include "config/config.h"
 
 #include <algorithm>
+#include <charconv>
 #include <cstdlib>
 #include <functional>
 #include <sstream>
 
 #include "CLI/CLI.hpp"
 #include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -19,12 +21,18 @@ std::string EnvName(const std::string& flag) {
   return "VOCODERD_" + absl::AsciiStrToUpper(absl::StrReplaceAll(flag, {{"-", "_"}}));
 }
 
-std::string Quote(const std::string& s) {
-  return absl::StrCat("\"", absl::StrReplaceAll(s, {{"\\", "\\\\"}, {"\"", "\\\""}}), "\"");
-}
+// CLI11 2.1's config reader takes a quoted value verbatim (no escape
+// sequences), so Render writes strings the same way: escaping would add
+// backslashes on every load.
+std::string Quote(const std::string& s) { return absl::StrCat("\"", s, "\""); }
 std::string Quote(int v) { return absl::StrCat(v); }
 std::string Quote(int64_t v) { return absl::StrCat(v); }
-std::string Quote(double v) { return absl::StrCat(v); }
+// The shortest text that reads back as the same double (StrCat keeps 6 digits).
+std::string Quote(double v) {
+  char buf[64];
+  const auto r = std::to_chars(buf, buf + sizeof(buf), v);
+  return std::string(buf, r.ptr);
+}
 
 // One flag: registered with CLI11 and rendered back by Render().
 struct Binding {
@@ -104,6 +112,18 @@ absl::Status CheckHostPort(const std::string& flag, const std::string& value) {
   if (colon == std::string::npos || colon == 0) {
     return Invalid(flag, absl::StrCat("must be HOST:PORT; was '", value, "'"));
   }
+  // A host name, an IPv4 address or a bracketed IPv6 address.
+  const std::string host = value.substr(0, colon);
+  const bool bracketed = host.size() >= 2 && host.front() == '[' && host.back() == ']';
+  const std::string inner = bracketed ? host.substr(1, host.size() - 2) : host;
+  const bool host_ok = !inner.empty() && std::all_of(inner.begin(), inner.end(), [&](char ch) {
+    return absl::ascii_isalnum(static_cast<unsigned char>(ch)) || ch == '.' || ch == '-' ||
+           ch == '_' || (bracketed && (ch == ':' || ch == '%'));
+  });
+  if (!host_ok) {
+    return Invalid(
+        flag, absl::StrCat("must be HOST:PORT with a host name or address; was '", value, "'"));
+  }
   int port = 0;
   if (!absl::SimpleAtoi(value.substr(colon + 1), &port) || port < 0 || port > 65535) {
     return Invalid(flag, absl::StrCat("needs a port in 0..65535; was '", value, "'"));
@@ -112,6 +132,24 @@ absl::Status CheckHostPort(const std::string& flag, const std::string& value) {
 }
 
 absl::Status Validate(const Config& c) {
+  for (auto [flag, v] : std::initializer_list<std::pair<const char*, const std::string*>>{
+           {"listen", &c.listen},
+           {"metrics-listen", &c.metrics_listen},
+           {"tls-cert", &c.tls_cert},
+           {"tls-key", &c.tls_key},
+           {"model-dir", &c.model_dir},
+           {"device", &c.device},
+           {"voices-dir", &c.voices_dir},
+           {"grouping", &c.grouping},
+           {"log-level", &c.log_level}}) {
+    for (char ch : *v) {
+      if (absl::ascii_iscntrl(static_cast<unsigned char>(ch))) {
+        return Invalid(flag, absl::StrCat("contains a control character (byte ",
+                                          static_cast<int>(static_cast<unsigned char>(ch)),
+                                          "); was '", absl::CEscape(*v), "'"));
+      }
+    }
+  }
   if (auto s = CheckHostPort("listen", c.listen); !s.ok()) return s;
   if (!c.metrics_listen.empty()) {
     if (auto s = CheckHostPort("metrics-listen", c.metrics_listen); !s.ok()) return s;

@@ -57,6 +57,8 @@ struct Config {
   // Lifecycle and logging.
   double drain_grace_s = 30.0;
   std::string log_level = "info";  // debug | info | warning | error
+
+  bool operator==(const Config&) const = default;
 };
 
 // What the caller should do after parsing.
@@ -79,7 +81,10 @@ absl::Status Validate(const Config& config);
 // Every environment variable ParseConfig() reads, sorted.
 std::vector<std::string> EnvironmentVariables();
 
-// The effective values as TOML, loadable again through --config.
+// The effective values as TOML, loadable again through --config. Strings are
+// written verbatim between double quotes (CLI11 2.1 reads no escapes), so a
+// value holding '#', a quote or a backslash does not load back from a file:
+// pass such a value by flag or environment variable.
 std::string Render(const Config& config);
 
 // Splits "HOST:PORT" ("[::1]:50051" for IPv6); InvalidArgument otherwise.

@@ -4,7 +4,9 @@
 
 #include <filesystem>
 #include <fstream>
+#include <initializer_list>
 #include <memory>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -102,9 +104,48 @@ absl::StatusOr<Manifest> LoadManifest(const std::string& dir, bool verify_hashes
     return absl::InvalidArgumentError(
         absl::StrCat(path, ": t_schedule '", m.t_schedule, "' is not supported (only cosine)"));
   }
-  if (m.samples_per_frame <= 0 || m.frames_per_token <= 0 || m.mel_bins <= 0 ||
-      m.n_timesteps <= 0 || m.flow_noise_frames <= 0 || m.hift_noise_samples <= 0) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": non-positive model constant"));
+  // The ranges the runner's arithmetic and fixed-size state rely on (e.g.
+  // VocodeJob::hift_phase holds kMaxHarmonics values; products of these stay
+  // far from int overflow).
+  struct Range {
+    const char* name;
+    int64_t value, lo, hi;
+  };
+  for (const Range& r : std::initializer_list<Range>{
+           {"sample_rate", m.sample_rate, 1, 384000},
+           {"samples_per_frame", m.samples_per_frame, 1, 8192},
+           {"frames_per_token", m.frames_per_token, 1, 16},
+           {"token_vocab", m.token_vocab, 1, kMaxTokenVocab},
+           {"mel_bins", m.mel_bins, 1, 1024},
+           {"spk_dim", m.spk_dim, 1, 4096},
+           {"harmonics", m.harmonics, 1, kMaxHarmonics},
+           {"n_timesteps", m.n_timesteps, 1, 100},
+           {"lookahead_frames", m.lookahead_frames, 0, 64},
+           {"max_positions", m.max_positions, 1, 1 << 20},
+           {"max_row_tokens", m.max_row_tokens, 1, m.max_positions},
+           {"flow_noise_frames", m.flow_noise_frames, 1, int64_t{1} << 28},
+           {"hift_noise_samples", m.hift_noise_samples, 1, int64_t{1} << 32}}) {
+    if (r.value < r.lo || r.value > r.hi) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ": ", r.name, " must be in ", r.lo, "..", r.hi, "; was ", r.value));
+    }
+  }
+  if (!(m.cfg_rate >= 0.0 && m.cfg_rate <= 10.0)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": cfg_rate must be in [0, 10]; was ", m.cfg_rate));
+  }
+  // Every path the manifest names stays inside the model directory.
+  std::vector<std::string> paths = m.voices;
+  if (!m.golden.empty()) paths.push_back(m.golden);
+  for (const auto& [rel, sha] : m.files) paths.push_back(rel);
+  for (const std::string& rel : paths) {
+    const fs::path p(rel);
+    bool escapes = rel.empty() || p.is_absolute();
+    for (const auto& part : p) escapes = escapes || part == "..";
+    if (escapes) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ": path '", rel, "' must be relative and inside the model directory"));
+    }
   }
   for (const char* required :
        {"encoder.pt", "estimator.pt", "hift_source.pt", "hift_decode.pt", "buffers.pt"}) {
@@ -117,9 +158,9 @@ absl::StatusOr<Manifest> LoadManifest(const std::string& dir, bool verify_hashes
   // when another one is also corrupt.
   for (const auto& [rel, sha] : m.files) {
     const std::string file = m.Path(rel);
-    if (!fs::exists(file)) {
+    if (!fs::is_regular_file(file)) {
       return absl::NotFoundError(
-          absl::StrCat("model file ", file, " listed in the manifest is missing"));
+          absl::StrCat("model file ", file, " listed in the manifest is missing (or not a file)"));
     }
   }
   for (const auto& [rel, sha] : m.files) {

@@ -16,6 +16,10 @@
 namespace vocoder::model {
 
 inline constexpr char kManifestFormat[] = "vocoderd-s3gen/1";
+// Upper bounds LoadManifest enforces: SineGen harmonics the runner carries
+// phase for, and speech token ids below the SOS/EOS ids (6561, 6562).
+inline constexpr int kMaxHarmonics = 9;
+inline constexpr int kMaxTokenVocab = 6561;
 
 struct Manifest {
   std::string dir;     // the model directory (absolute or as given)
@@ -48,10 +52,12 @@ struct Manifest {
   std::string Path(const std::string& relative) const { return dir + "/" + relative; }
 };
 
-// Reads and checks DIR/manifest.json: format, required files present and, if
-// `verify_hashes`, their sha256. NotFound when the directory or a file is
-// missing; DataLoss on a hash mismatch; InvalidArgument on a malformed or
-// incompatible manifest. Messages name the file and what to do.
+// Reads and checks DIR/manifest.json: format, constants within the ranges
+// the runner supports, every named path relative and inside DIR, required
+// files present (regular files) and, if `verify_hashes`, their sha256.
+// NotFound when the directory or a file is missing; DataLoss on a hash
+// mismatch; InvalidArgument on a malformed or incompatible manifest.
+// Messages name the file and what to do.
 absl::StatusOr<Manifest> LoadManifest(const std::string& dir, bool verify_hashes = true);
 
 // Lowercase hex sha256 of a file's bytes.

@@ -487,16 +487,7 @@ absl::StatusOr<std::map<std::string, HostTensor>> ReadTensorBag(const std::strin
 absl::StatusOr<VoiceData> ReadVoiceFile(const std::string& path) {
   auto bag = ReadTensorBag(path);
   if (!bag.ok()) return bag.status();
-  for (const char* key : {"prompt_token", "prompt_feat", "embedding"}) {
-    if (bag->count(key) == 0) {
-      return absl::InvalidArgumentError(absl::StrCat(path, ": voice file lacks '", key, "'"));
-    }
-  }
-  VoiceData v;
-  v.prompt_tokens = (*bag)["prompt_token"].i64;
-  v.prompt_feat = (*bag)["prompt_feat"].f32;
-  v.embedding = (*bag)["embedding"].f32;
-  return v;
+  return VoiceFromTensors(*bag, path);
 }
 
 }  // namespace vocoder::model

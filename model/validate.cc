@@ -44,6 +44,42 @@ absl::Status ValidateVoice(const VoiceData& v, const Manifest& m) {
   return absl::OkStatus();
 }
 
+absl::StatusOr<VoiceData> VoiceFromTensors(const std::map<std::string, HostTensor>& bag,
+                                           const std::string& path) {
+  auto get = [&](const char* key, bool integral) -> absl::StatusOr<const HostTensor*> {
+    auto it = bag.find(key);
+    if (it == bag.end()) {
+      return absl::InvalidArgumentError(absl::StrCat(path, ": voice file lacks '", key, "'"));
+    }
+    const HostTensor& t = it->second;
+    int64_t numel = 1;
+    for (int64_t d : t.shape) {
+      if (d < 0 || (d > 0 && numel > (int64_t{1} << 40) / d)) numel = -1;
+      if (numel < 0) break;
+      numel *= d;
+    }
+    const size_t held = integral ? t.i64.size() : t.f32.size();
+    const size_t other = integral ? t.f32.size() : t.i64.size();
+    if (numel < 0 || static_cast<size_t>(numel) != held || (other > 0 && held == 0)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          path, ": voice tensor '", key, "' must be ", integral ? "integral" : "floating point",
+          " with as many values as its shape says (", held, " held, ", numel, " by shape)"));
+    }
+    return &t;
+  };
+  auto tokens = get("prompt_token", true);
+  if (!tokens.ok()) return tokens.status();
+  auto feat = get("prompt_feat", false);
+  if (!feat.ok()) return feat.status();
+  auto embedding = get("embedding", false);
+  if (!embedding.ok()) return embedding.status();
+  VoiceData v;
+  v.prompt_tokens = (*tokens)->i64;
+  v.prompt_feat = (*feat)->f32;
+  v.embedding = (*embedding)->f32;
+  return v;
+}
+
 absl::Status PrepareJob(VocodeJob& job, const Manifest& m) {
   if (job.voice == nullptr) return absl::InvalidArgumentError("job has no voice");
   std::erase_if(job.tokens, [](int64_t t) { return t == kSosToken || t == kEosToken; });

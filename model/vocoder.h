@@ -51,13 +51,13 @@ struct Voice {
 struct VocodeJob {
   // Inputs.
   std::shared_ptr<const Voice> voice;
-  std::vector<int64_t> tokens;        // context + new tokens; 6561/6562 are stripped
-  int context_tokens = 0;             // leading tokens whose frames are not emitted
-  bool finalize = true;               // false: the last 3 tokens are lookahead (6 frames dropped)
-  int64_t noise_offset = 0;           // absolute frame of tokens[0] in the utterance
-  std::array<float, 9> hift_phase{};  // SineGen phase per harmonic; [0] must be 0
-  std::vector<float> mel_cache;       // K x 80 frames vocoded before the new ones
-  std::vector<float> source_cache;    // overwrites the start of the new source
+  std::vector<int64_t> tokens;  // context + new tokens; 6561/6562 are stripped
+  int context_tokens = 0;       // leading tokens whose frames are not emitted
+  bool finalize = true;         // false: the last 3 tokens are lookahead (6 frames dropped)
+  int64_t noise_offset = 0;     // absolute frame of tokens[0] in the utterance
+  std::array<float, kMaxHarmonics> hift_phase{};  // SineGen phase per harmonic; [0] must be 0
+  std::vector<float> mel_cache;                   // K x 80 frames vocoded before the new ones
+  std::vector<float> source_cache;                // overwrites the start of the new source
 
   // Outputs (set by Run / Vocode).
   std::vector<float> mel;     // F x 80 emitted frames, time-major
@@ -137,8 +137,15 @@ struct HostTensor {
 };
 absl::StatusOr<std::map<std::string, HostTensor>> ReadTensorBag(const std::string& path);
 
-// Reads voices/<id>.pt into VoiceData.
+// Reads voices/<id>.pt into VoiceData (ReadTensorBag, then VoiceFromTensors).
 absl::StatusOr<VoiceData> ReadVoiceFile(const std::string& path);
+
+// A voice file's tensors as VoiceData: prompt_token integral, prompt_feat and
+// embedding floating point, each holding as many values as its shape says.
+// InvalidArgument naming `path` and the tensor otherwise. Shapes against the
+// model are ValidateVoice's job.
+absl::StatusOr<VoiceData> VoiceFromTensors(const std::map<std::string, HostTensor>& bag,
+                                           const std::string& path);
 
 }  // namespace vocoder::model
 

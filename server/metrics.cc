@@ -108,6 +108,11 @@ Metrics::Metrics(prometheus::Registry& r, const MetricsInfo& info)
                     .Help("Seconds the GPU thread spent running batches")
                     .Register(r)
                     .Add({})),
+      oom_splits_(BuildCounter()
+                      .Name("vocoder_oom_splits_total")
+                      .Help("Batches that ran out of device memory and were retried as halves")
+                      .Register(r)
+                      .Add({})),
       batch_size_(BuildHistogram()
                       .Name("vocoder_batch_size")
                       .Help("Jobs per batch (the flow sees twice as many rows: CFG)")
@@ -234,6 +239,8 @@ void Metrics::OnBatch(const batcher::BatchRecord& b) {
 void Metrics::OnDrain(int groups, int) { voice_groups_.Observe(groups); }
 void Metrics::OnQueueDepth(int64_t depth) { queue_depth_.Set(static_cast<double>(depth)); }
 void Metrics::OnBusy(batcher::Duration busy) { gpu_busy_.Increment(Seconds(busy)); }
+
+void Metrics::OnOutOfMemorySplit(int /*size*/) { oom_splits_.Increment(); }
 
 void Metrics::Request(const std::string& rpc, const absl::Status& status) {
   const int code = static_cast<int>(status.code());

@@ -53,6 +53,7 @@ class Metrics final : public batcher::BatcherObserver {
   void OnDrain(int groups, int batches) override;
   void OnQueueDepth(int64_t depth) override;
   void OnBusy(batcher::Duration busy) override;
+  void OnOutOfMemorySplit(int size) override;
 
   // Service.
   // rpc: "StreamVocode", "Vocode", "RegisterVoice", ...; counts the final
@@ -80,6 +81,7 @@ class Metrics final : public batcher::BatcherObserver {
   prometheus::Counter& padding_frames_;
   prometheus::Counter& audio_seconds_;
   prometheus::Counter& gpu_busy_;
+  prometheus::Counter& oom_splits_;
   prometheus::Histogram& batch_size_;
   prometheus::Histogram& fill_ratio_;
   prometheus::Histogram& voice_groups_;

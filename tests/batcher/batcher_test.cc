@@ -5,8 +5,13 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <latch>
 #include <random>
+#include <set>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "tests/testing/fake_clock.h"
 #include "tests/testing/fake_runner.h"
@@ -236,6 +241,46 @@ TEST_F(BatcherTest, RunnerFailureFailsOnlyThePoisonedHalf) {
   EXPECT_TRUE(log_.status(5).ok());
 }
 
+TEST_F(BatcherTest, OutOfMemorySplitsTheBatchUntilItFits) {
+  // Room for 20 padded tokens: 8 jobs of 10 run as 8 (80), 4 (40), then 2s.
+  runner_.OutOfMemoryAbove(20);
+  auto o = Slow();
+  o.max_batch_size = 8;
+  Start(o);
+  for (int i = 0; i < 8; ++i) ASSERT_TRUE(Submit(i, i).ok());
+  clock_.Advance(milliseconds(10));  // max_wait
+  log_.WaitForCompletions(8);
+  for (int i = 0; i < 8; ++i) EXPECT_TRUE(log_.status(i).ok()) << "job " << i;
+  std::vector<size_t> sizes;
+  for (const auto& b : runner_.batches()) sizes.push_back(b.size());
+  EXPECT_THAT(sizes, ElementsAre(8, 4, 2, 2, 4, 2, 2));
+  const BatcherStats s = batcher_->stats();
+  EXPECT_EQ(s.oom_splits, 3);  // 8, and both 4s
+  EXPECT_EQ(s.completed_ok, 8);
+  EXPECT_EQ(s.failed, 0);
+}
+
+TEST_F(BatcherTest, AJobThatDoesNotFitAloneFailsWithoutARetryableCode) {
+  runner_.OutOfMemoryAbove(30);
+  auto o = Slow();
+  o.max_padding_waste = 0.99;  // one batch of three: 3 x 50 = 150 tokens
+  Start(o);
+  ASSERT_TRUE(Submit(0, 0, Voice("a"), 10).ok());
+  ASSERT_TRUE(Submit(1, 1, Voice("a"), 50).ok());  // alone: 50 padded tokens > 30
+  ASSERT_TRUE(Submit(2, 2, Voice("a"), 10).ok());
+  clock_.Advance(milliseconds(10));
+  log_.WaitForCompletions(3);
+  EXPECT_TRUE(log_.status(0).ok());
+  EXPECT_TRUE(log_.status(2).ok());
+  // Not ResourceExhausted: clients retry that, and this chunk fails the same
+  // way every time.
+  EXPECT_THAT(log_.status(1), StatusIs(absl::StatusCode::kFailedPrecondition,
+                                       HasSubstr("does not fit in device memory")));
+  EXPECT_THAT(log_.status(1),
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("CUDA out of memory")));
+  EXPECT_EQ(batcher_->stats().failed, 1);
+}
+
 TEST_F(BatcherTest, RunnerExceptionBecomesInternalError) {
   Start(Slow());
   batcher_->StreamOpened();
@@ -363,43 +408,78 @@ TEST(BatcherOptionsTest, CreateRejectsInvalidOptionsNamingTheField) {
 }
 
 // Random cancellations, runner failures and a shutdown in the middle, on the
-// real clock: every accepted job completes exactly once, whatever happens.
+// real clock, with several producers submitting at once (a Submit from one
+// thread can be in flight while Shutdown and the GPU thread's exit check run
+// on others): every accepted job completes exactly once, by the time
+// Shutdown returns. Many short rounds, so shutdown lands at many points.
 TEST(BatcherChaosTest, EveryAcceptedJobCompletesExactlyOnce) {
+  constexpr int kProducers = 4;
+  constexpr int kJobsPerProducer = 200;
+  constexpr int kRounds = 40;
   for (auto mode : {Batcher::ShutdownMode::kRunQueued, Batcher::ShutdownMode::kFailQueued}) {
-    SystemClock clock;
-    FakeRunner runner;
-    CompletionLog log;
-    BatcherOptions o;
-    o.max_batch_size = 8;
-    o.max_queue_jobs = 64;
-    o.idle_grace = microseconds(50);
-    auto b = Batcher::Create(o, {clock, runner, nullptr});
-    ASSERT_TRUE(b.ok());
-    std::mt19937 rng(42);
-    std::vector<std::shared_ptr<Cancellation>> cancels;
-    std::set<int> accepted;
-    for (int i = 0; i < 2000; ++i) {
-      if (i % 97 == 0) runner.Poison(i);
-      auto cancel = std::make_shared<Cancellation>();
-      const TimePoint deadline = rng() % 5 == 0 ? clock.Now() + microseconds(rng() % 200) : kNever;
-      std::unique_ptr<Job> job =
-          std::make_unique<TestJob>(i, static_cast<uint64_t>(i % 13), Voice(std::to_string(i % 3)),
-                                    1 + rng() % 50, &log, deadline, cancel);
-      if ((*b)->Submit(&job).ok()) accepted.insert(i);
-      if (rng() % 4 == 0) cancel->Cancel();
-      if (i == 1500) (*b)->Shutdown(mode);
+    for (int round = 0; round < kRounds; ++round) {
+      SystemClock clock;
+      FakeRunner runner;
+      CompletionLog log;
+      BatcherOptions o;
+      o.max_batch_size = 8;
+      o.max_queue_jobs = 64;
+      o.idle_grace = microseconds(50);
+      auto b = Batcher::Create(o, {clock, runner, nullptr});
+      ASSERT_TRUE(b.ok());
+      Batcher& batcher = **b;
+      for (int id = 0; id < kProducers * kJobsPerProducer; id += 97) runner.Poison(id);
+      std::latch start(kProducers + 1);
+      std::atomic<int> attempted{0};
+      std::vector<std::set<int>> accepted(kProducers);
+      std::vector<std::thread> producers;
+      for (int p = 0; p < kProducers; ++p) {
+        producers.emplace_back([&, p] {
+          std::mt19937 rng(static_cast<uint32_t>(1000 * round + p));
+          start.arrive_and_wait();
+          for (int i = 0; i < kJobsPerProducer; ++i) {
+            const int id = p * kJobsPerProducer + i;
+            auto cancel = std::make_shared<Cancellation>();
+            const TimePoint deadline =
+                rng() % 5 == 0 ? clock.Now() + microseconds(rng() % 200) : kNever;
+            std::unique_ptr<Job> job = std::make_unique<TestJob>(
+                id, static_cast<uint64_t>(p * 16 + i % 4), Voice(std::to_string(i % 3)),
+                1 + rng() % 50, &log, deadline, cancel);
+            const bool ok = batcher.Submit(&job).ok();
+            EXPECT_EQ(ok, job == nullptr) << "Submit must take ownership iff it returns OK";
+            if (ok) accepted[p].insert(id);
+            if (rng() % 4 == 0) cancel->Cancel();
+            attempted.fetch_add(1);
+          }
+        });
+      }
+      start.arrive_and_wait();
+      // Shut down while the producers are still submitting, at a point that
+      // moves from round to round.
+      const int stop_after = (round * 131) % (kProducers * kJobsPerProducer / 2);
+      while (attempted.load() < stop_after) std::this_thread::yield();
+      batcher.Shutdown(mode);
+      for (auto& t : producers) t.join();
+      // Every job accepted was completed before Shutdown returned (producers
+      // that were still submitting were refused, never left queued).
+      const auto entries = log.entries();
+      size_t total = 0;
+      for (int p = 0; p < kProducers; ++p) {
+        total += accepted[p].size();
+        for (int id : accepted[p]) {
+          ASSERT_EQ(entries.count(id), 1u)
+              << "job " << id << " never completed (round " << round << ")";
+          EXPECT_EQ(entries.at(id).size(), 1u) << "job " << id << " completed twice";
+        }
+      }
+      EXPECT_EQ(entries.size(), total);
+      const BatcherStats s = batcher.stats();
+      EXPECT_EQ(s.completed_ok + s.failed + s.expired + s.cancelled + s.shutdown,
+                static_cast<int64_t>(total));
+      EXPECT_EQ(s.rejected_shutting_down + static_cast<int64_t>(total) + s.rejected_queue_full,
+                kProducers * kJobsPerProducer);
+      EXPECT_EQ(batcher.queue_depth(), 0);
     }
-    (*b)->Shutdown(mode);
-    const auto entries = log.entries();
-    EXPECT_EQ(entries.size(), accepted.size());
-    for (int id : accepted) {
-      ASSERT_EQ(entries.count(id), 1u) << "job " << id << " never completed";
-      EXPECT_EQ(entries.at(id).size(), 1u) << "job " << id << " completed twice";
-    }
-    const BatcherStats s = (*b)->stats();
-    EXPECT_EQ(s.completed_ok + s.failed + s.expired + s.cancelled + s.shutdown,
-              static_cast<int64_t>(accepted.size()));
-    EXPECT_GT(s.rejected_shutting_down, 0);
   }
 }
 

@@ -127,8 +127,8 @@ TEST(ConfigTest, HelpAndPrintConfigExitWithText) {
 TEST(ConfigTest, RenderedConfigLoadsBackToTheSameValues) {
   Config c;
   c.max_batch_size = 48;
-  c.model_dir = "/models/s3gen";
-  c.early_fire_fraction = 0.9;
+  c.model_dir = "/models/s3gen v2\\x";  // a space and a backslash load back verbatim
+  c.early_fire_fraction = 0.123456789;  // all digits, not StrCat's six
   const auto path = std::filesystem::temp_directory_path() / "vocoderd_roundtrip.toml";
   {
     std::ofstream f(path);
@@ -137,7 +137,23 @@ TEST(ConfigTest, RenderedConfigLoadsBackToTheSameValues) {
   auto r = Parse({"--config", path.string()});
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(Render(r->config), Render(c));
+  EXPECT_TRUE(r->config == c);
   std::filesystem::remove(path);
+}
+
+// Found by config_file_fuzzer: an unterminated quote was read as part of the
+// address, and newlines or other control bytes passed validation.
+TEST(ConfigTest, RejectsMalformedHostsAndControlCharacters) {
+  EXPECT_THAT(
+      Parse({"--listen", "\"0.0.0.0:5005"}),
+      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("--listen must be HOST:PORT")));
+  EXPECT_THAT(Parse({"--metrics-listen", "a b:1"}),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("--metrics-listen")));
+  EXPECT_THAT(Parse({"--model-dir", "/m\nx"}),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("control character")));
+  for (const char* ok : {"0.0.0.0:1", "[::]:2", "[fe80::1%eth0]:3", "vocoderd-0.svc:4"}) {
+    EXPECT_TRUE(Parse({"--listen", ok}).ok()) << ok;
+  }
 }
 
 TEST(ConfigTest, EveryFlagHasAnEnvironmentVariable) {

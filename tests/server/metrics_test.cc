@@ -44,6 +44,7 @@ TEST(MetricsTest, BatchesTriggersPaddingAndOutcomesAreRecorded) {
   m.Request("StreamVocode", absl::OkStatus());
   m.Request("StreamVocode", absl::NotFoundError("x"));
   m.AudioProduced(1.5);
+  m.OnOutOfMemorySplit(8);
 
   const auto all = registry.Collect();
   const auto* batches = Find(all, "vocoder_batches_total");
@@ -70,6 +71,7 @@ TEST(MetricsTest, BatchesTriggersPaddingAndOutcomesAreRecorded) {
   EXPECT_EQ(WithLabel(*requests, "code", "NOT_FOUND")->counter.value, 1);
   EXPECT_EQ(WithLabel(*requests, "code", "OK")->counter.value, 1);
   EXPECT_EQ(Find(all, "vocoder_audio_seconds_total")->metric[0].counter.value, 1.5);
+  EXPECT_EQ(Find(all, "vocoder_oom_splits_total")->metric[0].counter.value, 1);
   const auto* info = Find(all, "vocoder_build_info");
   ASSERT_NE(WithLabel(*info, "max_batch_size", "8"), nullptr);
 }

@@ -50,6 +50,11 @@ TEST(StatusTest, RetryableCodesCarryRetryInfo) {
   EXPECT_EQ(retry.retry_delay().seconds(), 1);
 
   EXPECT_TRUE(ToGrpcStatus(absl::InvalidArgumentError("bad token")).error_details().empty());
+  // A chunk that does not fit in device memory alone (the batcher's verdict
+  // after splitting): no retry hint, retrying cannot succeed.
+  EXPECT_TRUE(ToGrpcStatus(absl::FailedPreconditionError("does not fit in device memory"))
+                  .error_details()
+                  .empty());
 }
 
 }  // namespace

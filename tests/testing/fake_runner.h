@@ -4,7 +4,9 @@
 #ifndef VOCODER_TESTS_TESTING_FAKE_RUNNER_H_
 #define VOCODER_TESTS_TESTING_FAKE_RUNNER_H_
 
+#include <algorithm>
 #include <condition_variable>
+#include <cstdint>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -84,6 +86,11 @@ class FakeRunner final : public batcher::BatchRunner {
     changed_.notify_all();
     changed_.wait(lock, [&] { return !blocked_; });
     if (throw_) throw std::runtime_error("boom");
+    int64_t longest = 0;
+    for (auto* j : jobs) longest = std::max(longest, j->cost());
+    if (memory_tokens_ > 0 && longest * static_cast<int64_t>(jobs.size()) > memory_tokens_) {
+      return absl::ResourceExhaustedError("CUDA out of memory (fake device)");
+    }
     for (int id : ids) {
       if (poison_.count(id) > 0) return absl::InternalError("poison job in batch");
     }
@@ -101,6 +108,12 @@ class FakeRunner final : public batcher::BatchRunner {
   }
   void Throw() {
     Set([&] { throw_ = true; });
+  }
+  // A device with room for this many padded tokens (rows x longest cost):
+  // larger batches fail with ResourceExhausted, as the model runner does on
+  // CUDA out of memory. 0 = unlimited.
+  void OutOfMemoryAbove(int64_t padded_tokens) {
+    Set([&] { memory_tokens_ = padded_tokens; });
   }
 
   // Blocks until at least n batches have started.
@@ -134,6 +147,7 @@ class FakeRunner final : public batcher::BatchRunner {
   std::set<int> poison_;
   bool blocked_ = false;
   bool throw_ = false;
+  int64_t memory_tokens_ = 0;
 };
 
 }  // namespace vocoder::testing

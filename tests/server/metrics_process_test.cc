@@ -1,0 +1,101 @@
+// The real vocoderd binary with stuck clients on its metrics port (one
+// sending a byte a second, idle ones, ones that never read): scrapes are
+// still answered and SIGTERM still ends the process promptly, with exit code
+// 0. (Before the endpoint was CivetWeb's, one byte-a-second client held every
+// scrape and kept vocoderd from exiting.)
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdlib>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "tests/testing/raw_http.h"
+#include "tests/testing/test_model.h"
+
+namespace vocoder {
+namespace {
+
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+using testing::ConnectLocal;
+using testing::Get;
+using testing::SendAll;
+
+// waitpid with a deadline; true if the child exited (status in *status).
+bool WaitFor(pid_t pid, int* status, std::chrono::steady_clock::duration limit) {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (waitpid(pid, status, WNOHANG) == pid) return true;
+    std::this_thread::sleep_for(milliseconds(20));
+  }
+  return false;
+}
+
+TEST(VocoderdMetricsProcessTest, StuckMetricsClientsHoldNeitherScrapesNorShutdown) {
+  const char* bin = std::getenv("VOCODERD_BIN");
+  if (bin == nullptr) bin = VOCODERD_BIN_PATH;
+  int out[2];
+  ASSERT_EQ(pipe(out), 0);
+  const pid_t pid = fork();
+  if (pid == 0) {
+    dup2(out[1], 1);
+    close(out[0]);
+    const std::string dir = "--model-dir=" + testing::TestModelDir();
+    execl(bin, bin, "--listen=127.0.0.1:0", "--metrics-listen=127.0.0.1:0", dir.c_str(),
+          "--drain-grace-s=30", static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  close(out[1]);
+  std::string line;
+  char c;
+  while (read(out[0], &c, 1) == 1 && c != '\n') line += c;
+  const auto at = line.find("metrics on port ");
+  ASSERT_NE(at, std::string::npos) << "vocoderd printed: " << line;
+  const int mport = std::atoi(line.c_str() + at + 16);
+
+  std::atomic<bool> stop{false};
+  std::thread slow([&] {  // a byte a second, for as long as the test runs
+    const int fd = ConnectLocal(mport);
+    const std::string req = "GET /metrics HTTP/1.1\r\nHost: x\r\nX-Pad: " + std::string(100, 'a');
+    for (size_t i = 0; i < req.size() && !stop.load(); ++i) {
+      if (!SendAll(fd, req.substr(i, 1))) break;
+      for (int t = 0; t < 10 && !stop.load(); ++t) std::this_thread::sleep_for(milliseconds(100));
+    }
+    close(fd);
+  });
+  std::this_thread::sleep_for(milliseconds(200));  // the slow client connects first
+  std::vector<int> stuck;
+  for (int i = 0; i < 4; ++i) stuck.push_back(ConnectLocal(mport));  // idle
+  for (int i = 0; i < 2; ++i) {                                      // never read
+    const int fd = ConnectLocal(mport, /*rcvbuf=*/4096);
+    SendAll(fd, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+    stuck.push_back(fd);
+  }
+  for (int i = 0; i < 3; ++i) {
+    const auto r = Get(mport, "/metrics", seconds(5));
+    EXPECT_EQ(r.status, 200) << "scrape " << i << " was held up by stuck clients";
+    EXPECT_NE(r.body.find("vocoder_model_loaded"), std::string::npos);
+  }
+  kill(pid, SIGTERM);
+  int status = 0;
+  const bool exited = WaitFor(pid, &status, seconds(15));
+  EXPECT_TRUE(exited) << "vocoderd still running 15 s after SIGTERM with stuck metrics clients";
+  stop.store(true);
+  for (int fd : stuck) close(fd);
+  slow.join();
+  if (!exited && !WaitFor(pid, &status, seconds(10))) {
+    kill(pid, SIGKILL);
+    waitpid(pid, &status, 0);
+  }
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+}
+
+}  // namespace
+}  // namespace vocoder
