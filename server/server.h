@@ -62,7 +62,7 @@ class VocoderServer {
   batcher::Batcher& batcher() { return *batcher_; }
   VoiceRegistry& voices() { return *voices_; }
 
-  const Admission& admission() const { return *admission_; }
+  Admission& admission() { return *admission_; }
   const CallTracker& calls() const { return calls_; }
 
   // Graceful drain (see the file comment); returns when everything stopped.
