@@ -383,13 +383,12 @@ void StreamCore::CheckIdle(batcher::TimePoint now) {
   if (finished_ || limit <= batcher::Duration::zero()) return;
   if (validator_.input_done()) return;  // waiting on the server, not the client
   if (now - last_activity_ < limit) return;
-  FinishLocked(
-      absl::DeadlineExceededError(absl::StrCat(
-          "stream idle: no message for ",
-          std::chrono::duration_cast<std::chrono::seconds>(limit).count(),
-          " s while its input was open (--stream-idle-timeout-s); send chunks as they are "
-          "generated and end the utterance with is_final")),
-      Rejection::kIdle);
+  FinishLocked(absl::DeadlineExceededError(absl::StrCat(
+                   "stream idle: no message for ",
+                   std::chrono::duration_cast<std::chrono::seconds>(limit).count(),
+                   " s while its input was open (--stream-idle-timeout-s); send chunks as they are "
+                   "generated and end the utterance with is_final")),
+               Rejection::kIdle);
 }
 
 int64_t StreamCore::jobs_submitted() const {

@@ -13,9 +13,9 @@
 #include <optional>
 
 #include "batcher/batcher.h"
-#include "server/model_job.h"
 #include "model/device.h"
 #include "model/vocoder.h"
+#include "server/model_job.h"
 
 namespace vocoder::server {
 

@@ -60,8 +60,8 @@ absl::StatusOr<std::unique_ptr<VocoderServer>> VocoderServer::Start(
   s->batcher_ = std::move(*b);
   s->executor_ = std::make_unique<Executor>(2);
   s->limits_ = EdgeLimits::From(manifest, s->config_);
-  s->admission_ = std::make_unique<Admission>(s->state_, config.max_streams,
-                                              config.max_streams_per_peer);
+  s->admission_ =
+      std::make_unique<Admission>(s->state_, config.max_streams, config.max_streams_per_peer);
   s->service_ = std::make_unique<VocoderService>(
       ServiceDeps{*s->batcher_, *s->voices_, *s->executor_, s->state_, manifest, s->config_,
                   *s->admission_, s->calls_, s->clock_, s->limits_, s->metrics_.get()});

@@ -37,9 +37,7 @@ class StreamReactor final
 
  private:
   void TransportRead(v1::StreamVocodeRequest* request) override { StartRead(request); }
-  void TransportWrite(const v1::StreamVocodeResponse* response) override {
-    StartWrite(response);
-  }
+  void TransportWrite(const v1::StreamVocodeResponse* response) override { StartWrite(response); }
   bool TransportCancelled() const override { return ctx_->IsCancelled(); }
   void TransportFinish(const absl::Status& status) override { Finish(ToGrpcStatus(status)); }
 
@@ -85,16 +83,15 @@ void FillVoice(const VoiceEntry& e, int sample_rate, v1::Voice* v) {
 }  // namespace
 
 VocoderService::VocoderService(ServiceDeps deps)
-    : d_(deps),
-      edge_{d_.batcher,
-            d_.executor,
-            d_.state,
-            d_.admission,
-            d_.calls,
-            d_.clock,
-            d_.limits,
-            [voices = &d_.voices](const std::string& id) { return voices->Get(id); },
-            d_.metrics} {}
+    : d_(deps), edge_{d_.batcher,
+                      d_.executor,
+                      d_.state,
+                      d_.admission,
+                      d_.calls,
+                      d_.clock,
+                      d_.limits,
+                      [voices = &d_.voices](const std::string& id) { return voices->Get(id); },
+                      d_.metrics} {}
 
 grpc::ServerBidiReactor<v1::StreamVocodeRequest, v1::StreamVocodeResponse>*
 VocoderService::StreamVocode(grpc::CallbackServerContext* context) {

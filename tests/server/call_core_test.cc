@@ -48,7 +48,8 @@ v1::StreamVocodeRequest Config(v1::AudioEncoding enc = v1::PCM_F32LE,
 
 v1::StreamVocodeRequest Chunk(uint64_t seq, int tokens, bool final) {
   v1::StreamVocodeRequest r;
-  for (int i = 0; i < tokens; ++i) r.mutable_chunk()->add_tokens(static_cast<uint32_t>(i * 7 % 6561));
+  for (int i = 0; i < tokens; ++i)
+    r.mutable_chunk()->add_tokens(static_cast<uint32_t>(i * 7 % 6561));
   r.mutable_chunk()->set_sequence_number(seq);
   r.mutable_chunk()->set_is_final(final);
   return r;

@@ -329,7 +329,8 @@ TEST_F(ServerTest, NonReadingClientsAreHeldBackAndGetTheirAudioLater) {
     const auto tokens = client::DemoTokens(kTokens, 20 + static_cast<uint64_t>(i));
     for (int c = 0; c * 100 < kTokens; ++c) {
       std::vector<uint32_t> part(tokens.begin() + c * 100, tokens.begin() + (c + 1) * 100);
-      ASSERT_TRUE(q->stream->Write(Chunk(static_cast<uint64_t>(c), part, (c + 1) * 100 >= kTokens)));
+      ASSERT_TRUE(
+          q->stream->Write(Chunk(static_cast<uint64_t>(c), part, (c + 1) * 100 >= kTokens)));
     }
     q->stream->WritesDone();
     quiet.push_back(std::move(q));

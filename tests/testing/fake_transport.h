@@ -41,8 +41,7 @@ class ShapeRunner final : public batcher::BatchRunner {
     lock.unlock();
     for (batcher::Job* j : jobs) {
       model::VocodeJob& v = static_cast<server::ModelJob*>(j)->vocode();
-      const int64_t frames =
-          2 * (static_cast<int64_t>(v.tokens.size()) - v.context_tokens - 3);
+      const int64_t frames = 2 * (static_cast<int64_t>(v.tokens.size()) - v.context_tokens - 3);
       const int64_t cache = static_cast<int64_t>(v.mel_cache.size()) / 80;
       v.mel.assign(static_cast<size_t>(frames * 80), 0.5f);
       v.audio.assign(static_cast<size_t>(480 * (cache + frames)), 0.25f);
