@@ -89,6 +89,11 @@ std::vector<Binding> Bind(CLI::App* app, Config& c) {
   add("Batcher", "grouping", &Config::grouping,
       "voice: one voice per batch; mixed: voices share batches");
   add("Limits", "max-streams", &Config::max_streams, "Concurrent streams");
+  add("Limits", "max-streams-per-peer", &Config::max_streams_per_peer,
+      "Concurrent streams from one client address (0 = no limit; leave 0 behind a proxy that "
+      "hides client addresses)");
+  add("Limits", "stream-idle-timeout-s", &Config::stream_idle_timeout_s,
+      "Finish a stream that sent nothing for this long with its input open (0 = never)");
   add("Limits", "max-tokens-per-chunk", &Config::max_tokens_per_chunk, "Tokens in one chunk");
   add("Limits", "max-tokens-per-utterance", &Config::max_tokens_per_utterance,
       "Tokens in one utterance");
@@ -208,6 +213,12 @@ absl::Status Validate(const Config& c) {
     return Invalid("max-tokens-per-chunk", "must not exceed --max-tokens-per-utterance");
   }
   if (!(c.drain_grace_s >= 0.0)) return Invalid("drain-grace-s", "must be >= 0");
+  if (c.max_streams_per_peer < 0) {
+    return Invalid("max-streams-per-peer", "must be >= 0 (0 = no per-client limit)");
+  }
+  if (!(c.stream_idle_timeout_s >= 0.0)) {
+    return Invalid("stream-idle-timeout-s", "must be >= 0 (0 = never)");
+  }
   static const char* kLevels[] = {"debug", "info", "warning", "error"};
   if (std::find(std::begin(kLevels), std::end(kLevels), c.log_level) == std::end(kLevels)) {
     return Invalid("log-level",

@@ -48,6 +48,8 @@ struct Config {
 
   // Limits.
   int max_streams = 256;
+  int max_streams_per_peer = 0;         // 0 = no per-client share (see --help)
+  double stream_idle_timeout_s = 30.0;  // 0 = never
   int max_tokens_per_chunk = 500;
   int max_tokens_per_utterance = 25 * 60 * 5;  // five minutes of speech
   int max_message_bytes = 4 << 20;

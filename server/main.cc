@@ -1,7 +1,9 @@
 // vocoderd: the only place that builds real objects (config, model, server).
 #include <pthread.h>
 #include <signal.h>
+#include <time.h>
 
+#include <atomic>
 #include <cstdarg>
 #include <cstdio>
 #include <string>
@@ -73,9 +75,24 @@ int main(int argc, char** argv) {
 
   int sig = 0;
   sigwait(&signals, &sig);
-  Log(1, "%s: draining (grace %.1f s)", sig == SIGTERM ? "SIGTERM" : "SIGINT",
-      config.drain_grace_s);
+  Log(1, "%s: draining (grace %.1f s; a second signal stops at once)",
+      sig == SIGTERM ? "SIGTERM" : "SIGINT", config.drain_grace_s);
+  // A second SIGTERM/SIGINT ends the drain's wait at once: open calls get
+  // UNAVAILABLE, queued jobs complete with an error, and the process exits.
+  std::atomic<bool> drained{false};
+  std::thread second([&] {
+    const timespec poll{0, 100 * 1000 * 1000};
+    while (!drained.load()) {
+      if (sigtimedwait(&signals, nullptr, &poll) > 0) {
+        Log(1, "second signal: stopping now");
+        (*server)->InterruptDrain();
+        return;
+      }
+    }
+  });
   (*server)->Drain(std::chrono::milliseconds(static_cast<int64_t>(config.drain_grace_s * 1000)));
+  drained.store(true);
+  second.join();
   server->reset();
   Log(1, "stopped");
   return 0;

@@ -100,9 +100,17 @@ Metrics::Metrics(prometheus::Registry& r, const MetricsInfo& info)
                           .Add({})),
       audio_seconds_(BuildCounter()
                          .Name("vocoder_audio_seconds_total")
-                         .Help("Seconds of audio sent to clients")
+                         .Help("Seconds of audio delivered to clients (writes the transport "
+                               "accepted; unary: responses sent with OK)")
                          .Register(r)
                          .Add({})),
+      audio_undelivered_seconds_(
+          BuildCounter()
+              .Name("vocoder_audio_undelivered_seconds_total")
+              .Help("Seconds of audio computed but never delivered (the call was cancelled, "
+                    "failed or timed out first): wasted GPU time")
+              .Register(r)
+              .Add({})),
       gpu_busy_(BuildCounter()
                     .Name("vocoder_gpu_busy_seconds_total")
                     .Help("Seconds the GPU thread spent running batches")
@@ -189,8 +197,8 @@ Metrics::Metrics(prometheus::Registry& r, const MetricsInfo& info)
                          .Name("vocoder_rejections_total")
                          .Help("Requests or jobs turned away before the GPU, by reason")
                          .Register(r);
-  const char* reasons[] = {"queue_full", "stream_cap", "draining",       "not_ready",
-                           "deadline",   "invalid",    "voice_not_found"};
+  const char* reasons[] = {"queue_full", "stream_cap",      "draining", "not_ready", "deadline",
+                           "invalid",    "voice_not_found", "idle",     "peer_cap"};
   for (size_t i = 0; i < rejections_.size(); ++i) {
     rejections_[i] = &rejections.Add({{"reason", reasons[i]}});
   }
@@ -221,7 +229,6 @@ void Metrics::OnReject(batcher::RejectReason reason) {
 
 void Metrics::OnJobDone(batcher::JobOutcome outcome, batcher::Duration queue_wait) {
   chunks_[static_cast<size_t>(outcome)]->Increment();
-  if (outcome == batcher::JobOutcome::kExpired) Reject(Rejection::kDeadline);
   queue_wait_.Observe(Seconds(queue_wait));
 }
 
@@ -257,7 +264,8 @@ void Metrics::Request(const std::string& rpc, const absl::Status& status) {
 void Metrics::Reject(Rejection reason) { rejections_[static_cast<size_t>(reason)]->Increment(); }
 void Metrics::FirstAudio(double s) { first_audio_.Observe(s); }
 void Metrics::ChunkLatency(double s) { chunk_latency_.Observe(s); }
-void Metrics::AudioProduced(double s) { audio_seconds_.Increment(s); }
+void Metrics::AudioDelivered(double s) { audio_seconds_.Increment(s); }
+void Metrics::AudioUndelivered(double s) { audio_undelivered_seconds_.Increment(s); }
 void Metrics::SetStreams(int n) { streams_.Set(n); }
 void Metrics::SetVoices(size_t n) { voices_.Set(static_cast<double>(n)); }
 void Metrics::SetDraining(bool d) { draining_.Set(d ? 1 : 0); }

@@ -1,7 +1,7 @@
 // vocoderd's Prometheus metrics (docs/metrics.md): one struct of the series
 // references returned by prometheus-cpp, built once from an injected registry.
 // It observes the batcher (BatcherObserver) and the service (requests, chunk
-// latency, first audio, audio produced). Every label value is from a fixed
+// latency, first audio, audio delivered and undelivered). Every label value is from a fixed
 // set (RPC names, gRPC code names, trigger and outcome names): no voice or
 // request ids.
 //
@@ -39,7 +39,9 @@ enum class Rejection {
   kNotReady,
   kDeadline,
   kInvalid,
-  kVoiceNotFound
+  kVoiceNotFound,
+  kIdle,     // a stream sent nothing for --stream-idle-timeout-s
+  kPeerCap,  // --max-streams-per-peer
 };
 
 class Metrics final : public batcher::BatcherObserver {
@@ -62,7 +64,10 @@ class Metrics final : public batcher::BatcherObserver {
   void Reject(Rejection reason);
   void FirstAudio(double seconds);
   void ChunkLatency(double seconds);
-  void AudioProduced(double seconds);
+  // Audio the client got (vocoder_audio_seconds_total).
+  void AudioDelivered(double seconds);
+  // Audio computed for a call that never delivered it.
+  void AudioUndelivered(double seconds);
   void SetStreams(int streams);
   void SetVoices(size_t voices);
   void SetDraining(bool draining);
@@ -74,12 +79,13 @@ class Metrics final : public batcher::BatcherObserver {
   std::map<std::pair<std::string, int>, prometheus::Counter*> request_counters_;
   std::mutex request_mu_;  // guards request_counters_ (lazily filled, bounded)
   std::array<prometheus::Counter*, 5> chunks_{};      // by JobOutcome
-  std::array<prometheus::Counter*, 7> rejections_{};  // by Rejection
+  std::array<prometheus::Counter*, 9> rejections_{};  // by Rejection
   std::array<prometheus::Counter*, batcher::kNumTriggers> batches_{};
   prometheus::Counter& batch_items_;
   prometheus::Counter& batch_frames_;
   prometheus::Counter& padding_frames_;
   prometheus::Counter& audio_seconds_;
+  prometheus::Counter& audio_undelivered_seconds_;
   prometheus::Counter& gpu_busy_;
   prometheus::Counter& oom_splits_;
   prometheus::Histogram& batch_size_;

@@ -1,5 +1,5 @@
-// Wires the batcher to the model: a batcher Job that carries a model
-// VocodeJob, and the BatchRunner that runs a batch of them on a Vocoder.
+// Wires the batcher to the model: the BatchRunner that runs a batch of
+// ModelJobs (server/model_job.h) on a Vocoder.
 // Lives in server/ because it is the one place that knows both (the batcher
 // knows nothing of the model, the model nothing of the batcher).
 //
@@ -15,31 +15,9 @@
 #include "batcher/batcher.h"
 #include "model/device.h"
 #include "model/vocoder.h"
+#include "server/model_job.h"
 
 namespace vocoder::server {
-
-// Content fingerprint of a voice's conditioning: equal tensors give equal
-// keys, whatever the voice is called or which object holds it.
-batcher::Fingerprint VoiceFingerprint(const model::VoiceData& voice);
-
-class ModelJob final : public batcher::Job {
- public:
-  // Called once on the GPU thread with the finished job (outputs filled when
-  // status is OK). Must not block.
-  using Done = std::function<void(absl::Status, const batcher::BatchInfo&, model::VocodeJob&)>;
-
-  ModelJob(model::VocodeJob job, batcher::Fingerprint voice, uint32_t n_timesteps,
-           uint64_t stream_id, batcher::TimePoint deadline,
-           std::shared_ptr<const batcher::Cancellation> cancellation, Done done);
-
-  void Complete(absl::Status status, const batcher::BatchInfo& info) override;
-  model::VocodeJob& vocode() { return job_; }
-  uint32_t n_timesteps() const { return key().compat; }
-
- private:
-  model::VocodeJob job_;
-  Done done_;
-};
 
 class Metrics;
 

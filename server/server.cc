@@ -66,9 +66,24 @@ absl::StatusOr<std::unique_ptr<VocoderServer>> VocoderServer::Start(
   if (!b.ok()) return b.status();
   s->batcher_ = std::move(*b);
   s->executor_ = std::make_unique<Executor>(2);
-  s->service_ = std::make_unique<VocoderService>(ServiceDeps{*s->batcher_, *s->voices_,
-                                                             *s->executor_, s->state_, manifest,
-                                                             s->config_, s->metrics_.get()});
+  s->limits_ = EdgeLimits::From(manifest, s->config_);
+  s->admission_ =
+      std::make_unique<Admission>(s->state_, config.max_streams, config.max_streams_per_peer);
+  s->service_ = std::make_unique<VocoderService>(
+      ServiceDeps{*s->batcher_, *s->voices_, *s->executor_, s->state_, manifest, s->config_,
+                  *s->admission_, s->calls_, s->clock_, s->limits_, s->metrics_.get()});
+  if (s->limits_.stream_idle_timeout > batcher::Duration::zero()) {
+    VocoderServer* raw = s.get();
+    s->sweeper_ = std::thread([raw] {
+      std::unique_lock lock(raw->sweeper_mu_);
+      while (!raw->sweeper_cv_.wait_for(lock, std::chrono::seconds(1),
+                                        [raw] { return raw->sweeper_stop_; })) {
+        lock.unlock();
+        raw->calls_.SweepIdle(raw->clock_.Now());
+        lock.lock();
+      }
+    });
+  }
 
   if (!config.metrics_listen.empty()) {
     VocoderServer* raw = s.get();
@@ -138,7 +153,7 @@ absl::Status VocoderServer::Warmup() {
     if (!prepared.ok()) return prepared.status();
     voice = *prepared;
   }
-  StreamSession session(SessionOptions{}, voice, {});
+  StreamSession session(EdgeLimits::From(vocoder_->manifest(), config_).Session(), voice, {});
   for (int chunk = 0; chunk < 3; ++chunk) {
     session.Append(std::vector<int64_t>(25, 100 + chunk));
     if (chunk == 2) session.EndInput();
@@ -148,9 +163,9 @@ absl::Status VocoderServer::Warmup() {
       std::unique_ptr<batcher::Job> j = std::make_unique<ModelJob>(
           std::move(*job), batcher::Fingerprint{}, vocoder_->manifest().n_timesteps,
           /*stream_id=*/0, batcher::kNever, nullptr,
-          [&done](absl::Status s, const batcher::BatchInfo&, model::VocodeJob& r) {
+          ModelJob::Done([&done](absl::Status s, const batcher::BatchInfo&, model::VocodeJob& r) {
             done.set_value({std::move(s), std::move(r)});
-          });
+          }));
       if (auto s = batcher_->Submit(&j); !s.ok()) return s;
       auto [status, finished] = result.get();
       if (!status.ok()) {
@@ -166,19 +181,29 @@ absl::Status VocoderServer::Warmup() {
 void VocoderServer::Drain(std::chrono::milliseconds grace) {
   if (drained_) return;
   drained_ = true;
-  state_.draining.store(true);
   state_.ready.store(false);
   metrics_->SetDraining(true);
   server_->GetHealthCheckService()->SetServingStatus(kReadinessService, false);
-  const auto deadline = std::chrono::steady_clock::now() + grace;
-  while (state_.streams.load() > 0 && std::chrono::steady_clock::now() < deadline) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  const bool idle = admission_->DrainAndWait(std::chrono::steady_clock::now() + grace);
+  if (!idle) {
+    // Grace over or cut short: every open call gets a status now (its queued
+    // jobs are dropped; a batch on the GPU still completes into it).
+    calls_.AbortAll(absl::UnavailableError(
+        "server is shutting down before this call finished; retry on another replica"));
   }
+  {
+    std::lock_guard lock(sweeper_mu_);
+    sweeper_stop_ = true;
+  }
+  sweeper_cv_.notify_all();
+  if (sweeper_.joinable()) sweeper_.join();
   server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   batcher_->Shutdown(batcher::Batcher::ShutdownMode::kFailQueued);
   executor_.reset();  // runs the last completions
   server_->Wait();
 }
+
+void VocoderServer::InterruptDrain() { admission_->Interrupt(); }
 
 int VocoderServer::metrics_port() const {
   return metrics_http_ == nullptr ? 0 : metrics_http_->port();
@@ -187,6 +212,12 @@ int VocoderServer::metrics_port() const {
 VocoderServer::~VocoderServer() {
   metrics_http_.reset();  // its scrape hook reads members destroyed before it
   if (server_ != nullptr) Drain(std::chrono::milliseconds(0));
+  {
+    std::lock_guard lock(sweeper_mu_);
+    sweeper_stop_ = true;
+  }
+  sweeper_cv_.notify_all();
+  if (sweeper_.joinable()) sweeper_.join();
 }
 
 }  // namespace vocoder::server

@@ -2,25 +2,37 @@
 // around a loaded model, serves, and drains.
 //
 // Drain, in order: (1) readiness NOT_SERVING and draining set, (2) new RPCs
-// get UNAVAILABLE, (3) wait until open streams reach 0 or the grace period
-// passes, (4) grpc::Server::Shutdown(deadline) cancels what is left, (5) the
-// batcher settles its queue and stops its thread, (6) the model is released.
+// get UNAVAILABLE, (3) wait until open streams reach 0, the grace period
+// passes or InterruptDrain() is called (a second SIGTERM/SIGINT), (4) every
+// call still open is finished with UNAVAILABLE and its queued jobs dropped,
+// (5) grpc::Server::Shutdown, (6) the batcher completes what is queued with
+// an error status and stops its thread, (7) the model is released.
 //
-// Thread-safety: Drain and Wait may be called from any thread, once each.
+// A sweeper thread finishes streams whose input has been idle for
+// --stream-idle-timeout-s (once a second).
+//
+// Thread-safety: Drain may be called from any thread, once; InterruptDrain
+// from any thread at any time.
 #ifndef VOCODER_SERVER_SERVER_H_
 #define VOCODER_SERVER_SERVER_H_
 
 #include <grpcpp/server.h>
 #include <prometheus/registry.h>
 
+#include <condition_variable>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <thread>
 
 #include "absl/status/statusor.h"
 #include "batcher/batcher.h"
 #include "config/config.h"
 #include "model/vocoder.h"
+#include "server/admission.h"
+#include "server/call_core.h"
 #include "server/executor.h"
+#include "server/limits.h"
 #include "server/metrics.h"
 #include "server/metrics_http.h"
 #include "server/model_runner.h"
@@ -50,8 +62,13 @@ class VocoderServer {
   batcher::Batcher& batcher() { return *batcher_; }
   VoiceRegistry& voices() { return *voices_; }
 
+  Admission& admission() { return *admission_; }
+  const CallTracker& calls() const { return calls_; }
+
   // Graceful drain (see the file comment); returns when everything stopped.
   void Drain(std::chrono::milliseconds grace);
+  // Ends a running (or the next) drain's wait at once. Thread-safe.
+  void InterruptDrain();
 
  private:
   VocoderServer() = default;
@@ -68,7 +85,15 @@ class VocoderServer {
   std::unique_ptr<VoiceRegistry> voices_;
   std::unique_ptr<Executor> executor_;
   ServingState state_;
+  EdgeLimits limits_;
+  std::unique_ptr<Admission> admission_;
+  CallTracker calls_;
   std::unique_ptr<VocoderService> service_;
+  // The idle sweeper.
+  std::thread sweeper_;
+  std::mutex sweeper_mu_;
+  std::condition_variable sweeper_cv_;
+  bool sweeper_stop_ = false;
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;
   bool drained_ = false;

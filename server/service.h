@@ -1,11 +1,11 @@
-// The vocoder.v1.Vocoder gRPC service: one reactor per StreamVocode stream
-// (refcounted, at most one write in flight, writes queued), unary Vocode, and
-// the voice RPCs. Turns RPCs into batcher jobs and completions into writes.
+// The vocoder.v1.Vocoder gRPC service: StreamVocode and Vocode are thin gRPC
+// adapters around the reactor core (server/call_core.h: admission, validation,
+// jobs, writes, backpressure, accounting), plus the voice RPCs.
 //
 // The voice RPCs are implemented in voice_service.cc (VoiceService).
 //
 // Thread-safety: gRPC calls the reactions on its threads; job completions
-// arrive on the Executor. All reactor state is guarded by its mutex.
+// arrive on the Executor. All call state is guarded by the call's mutex.
 #ifndef VOCODER_SERVER_SERVICE_H_
 #define VOCODER_SERVER_SERVICE_H_
 
@@ -14,21 +14,16 @@
 
 #include "batcher/batcher.h"
 #include "config/config.h"
+#include "server/admission.h"
+#include "server/call_core.h"
 #include "server/executor.h"
+#include "server/limits.h"
 #include "server/metrics.h"
 #include "server/voice_registry.h"
 #include "server/voice_service.h"
 #include "vocoder/v1/vocoder.grpc.pb.h"
 
 namespace vocoder::server {
-
-// Process-wide serving state shared by the service and the lifecycle code.
-struct ServingState {
-  std::atomic<bool> ready{false};     // model loaded and warmed up
-  std::atomic<bool> draining{false};  // SIGTERM received
-  std::atomic<int> streams{0};        // open StreamVocode and Vocode calls
-  std::atomic<uint64_t> next_stream_id{1};
-};
 
 struct ServiceDeps {
   batcher::Batcher& batcher;
@@ -37,12 +32,16 @@ struct ServiceDeps {
   ServingState& state;
   const model::Manifest& manifest;
   const config::Config& config;
+  Admission& admission;
+  CallTracker& calls;
+  const batcher::Clock& clock;
+  const EdgeLimits& limits;
   Metrics* metrics = nullptr;  // optional
 };
 
 class VocoderService final : public v1::Vocoder::CallbackService {
  public:
-  explicit VocoderService(ServiceDeps deps) : d_(deps) {}
+  explicit VocoderService(ServiceDeps deps);
 
   grpc::ServerBidiReactor<v1::StreamVocodeRequest, v1::StreamVocodeResponse>* StreamVocode(
       grpc::CallbackServerContext* context) override;
@@ -66,6 +65,7 @@ class VocoderService final : public v1::Vocoder::CallbackService {
 
  private:
   ServiceDeps d_;
+  EdgeDeps edge_;
   VoiceService voice_service_{d_};
 };
 

@@ -79,7 +79,8 @@ std::vector<float> StreamSession::Complete(const model::VocodeJob& job) {
   assert(in_flight_);
   in_flight_ = false;
   vocoded_ = next_vocoded_;
-  const size_t cache = mel_cache_.size() / 80 * static_cast<size_t>(o_.samples_per_frame);
+  const auto bins = static_cast<size_t>(o_.mel_bins);
+  const size_t cache = mel_cache_.size() / bins * static_cast<size_t>(o_.samples_per_frame);
   std::vector<float> out = job.audio;
   // Crossfade the re-vocoded cache frames with the audio held back for them:
   // complementary raised-cosine gains, so a steady signal keeps its level.
@@ -90,9 +91,9 @@ std::vector<float> StreamSession::Complete(const model::VocodeJob& job) {
   }
   tail_.clear();
   // Caches for the next job: the last cache_frames frames and their source.
-  const size_t frames = job.mel.size() / 80;
+  const size_t frames = job.mel.size() / bins;
   const size_t keep = std::min<size_t>(static_cast<size_t>(o_.cache_frames), frames);
-  mel_cache_.assign(job.mel.end() - static_cast<std::ptrdiff_t>(keep * 80), job.mel.end());
+  mel_cache_.assign(job.mel.end() - static_cast<std::ptrdiff_t>(keep * bins), job.mel.end());
   const size_t keep_samples = keep * static_cast<size_t>(o_.samples_per_frame);
   source_cache_.assign(job.source.end() - static_cast<std::ptrdiff_t>(keep_samples),
                        job.source.end());

@@ -30,8 +30,10 @@ struct SessionOptions {
   int max_new_tokens = 50;   // a backlog is vocoded in jobs of at most this many new tokens
   int cache_frames = 8;      // HiFT left context (mel and source)
   int lookahead_tokens = 3;  // encoder pre-lookahead
+  // The model's constants (EdgeLimits::Session() fills them from the manifest).
   int frames_per_token = 2;
   int samples_per_frame = 480;
+  int mel_bins = 80;
   int64_t silence_token = model::kSilenceToken;
 };
 
@@ -79,7 +81,7 @@ class StreamSession {
   bool finished_ = false;
   bool first_audio_ = true;
   int64_t emitted_ = 0;
-  std::vector<float> mel_cache_;     // cache_frames x 80
+  std::vector<float> mel_cache_;     // cache_frames x mel_bins
   std::vector<float> source_cache_;  // cache_frames x 480
   std::vector<float> tail_;          // held-back audio of the last cache_frames
 };

@@ -43,8 +43,10 @@ TEST(MetricsTest, BatchesTriggersPaddingAndOutcomesAreRecorded) {
   m.OnReject(batcher::RejectReason::kQueueFull);
   m.Request("StreamVocode", absl::OkStatus());
   m.Request("StreamVocode", absl::NotFoundError("x"));
-  m.AudioProduced(1.5);
+  m.AudioDelivered(1.5);
   m.OnOutOfMemorySplit(8);
+  m.AudioUndelivered(0.25);
+  m.Reject(Rejection::kIdle);
 
   const auto all = registry.Collect();
   const auto* batches = Find(all, "vocoder_batches_total");
@@ -65,13 +67,18 @@ TEST(MetricsTest, BatchesTriggersPaddingAndOutcomesAreRecorded) {
   const auto* chunks = Find(all, "vocoder_chunks_total");
   EXPECT_EQ(WithLabel(*chunks, "outcome", "expired")->counter.value, 1);
   const auto* rejections = Find(all, "vocoder_rejections_total");
-  EXPECT_EQ(WithLabel(*rejections, "reason", "deadline")->counter.value, 1);
+  // Deadline rejections are counted per call by the service, not per expired
+  // job (one call's several queued jobs would count several times).
+  EXPECT_EQ(WithLabel(*rejections, "reason", "deadline")->counter.value, 0);
+  EXPECT_EQ(WithLabel(*rejections, "reason", "idle")->counter.value, 1);
+  ASSERT_NE(WithLabel(*rejections, "reason", "peer_cap"), nullptr);
   EXPECT_EQ(WithLabel(*rejections, "reason", "queue_full")->counter.value, 1);
   const auto* requests = Find(all, "vocoder_requests_total");
   EXPECT_EQ(WithLabel(*requests, "code", "NOT_FOUND")->counter.value, 1);
   EXPECT_EQ(WithLabel(*requests, "code", "OK")->counter.value, 1);
   EXPECT_EQ(Find(all, "vocoder_audio_seconds_total")->metric[0].counter.value, 1.5);
   EXPECT_EQ(Find(all, "vocoder_oom_splits_total")->metric[0].counter.value, 1);
+  EXPECT_EQ(Find(all, "vocoder_audio_undelivered_seconds_total")->metric[0].counter.value, 0.25);
   const auto* info = Find(all, "vocoder_build_info");
   ASSERT_NE(WithLabel(*info, "max_batch_size", "8"), nullptr);
 }

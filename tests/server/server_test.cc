@@ -87,10 +87,11 @@ class ServerTest : public ::testing::Test {
     return r;
   }
 
+  // Waits (on the admission's condition variable, not by polling) until the
+  // last call released its slot; a minute is only reached by a leak.
   void ExpectNoStreamsLeft() {
-    for (int i = 0; i < 500 && server_->state().streams.load() > 0; ++i) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
+    EXPECT_TRUE(server_->admission().WaitForNoCalls(std::chrono::steady_clock::now() +
+                                                    std::chrono::minutes(1)));
     EXPECT_EQ(server_->state().streams.load(), 0);
   }
 
@@ -229,6 +230,89 @@ TEST_F(ServerTest, ClientDeadlineBecomesTheJobDeadline) {
   ExpectNoStreamsLeft();
 }
 
+// Item 7: a unary response over the send limit is refused before any work,
+// with a message naming the limit and the streaming RPC.
+TEST_F(ServerTest, UnaryOverTheMessageLimitIsRefusedBeforeComputing) {
+  grpc::ClientContext ctx;
+  v1::VocodeRequest req;
+  req.mutable_config()->set_voice_id("bob");
+  req.mutable_config()->set_encoding(v1::PCM_F32LE);
+  for (int i = 0; i < 1200; ++i) req.add_tokens(5);  // 1200 x 960 x 4 B = 4.6 MB
+  v1::VocodeResponse resp;
+  const auto before = server_->batcher().stats().submitted;
+  const grpc::Status s = client_->stub().Vocode(&ctx, req, &resp);
+  EXPECT_EQ(s.error_code(), grpc::INVALID_ARGUMENT) << s.error_message();
+  EXPECT_THAT(s.error_message(), HasSubstr("--max-message-bytes"));
+  EXPECT_THAT(s.error_message(), HasSubstr("StreamVocode"));
+  EXPECT_EQ(server_->batcher().stats().submitted, before);
+}
+
+// Item 1 through gRPC: clients that send a long F32 utterance and do not
+// read are held back (a few jobs each), a reader beside them finishes, and
+// the non-readers get every sample once they read.
+TEST_F(ServerTest, NonReadingClientsAreHeldBackAndGetTheirAudioLater) {
+  constexpr int kTokens = 1000;  // 38 MB of F32 audio would be buffered per stream
+  struct Quiet {
+    grpc::ClientContext ctx;
+    std::unique_ptr<grpc::ClientReaderWriter<v1::StreamVocodeRequest, v1::StreamVocodeResponse>>
+        stream;
+  };
+  std::vector<std::unique_ptr<Quiet>> quiet;
+  for (int i = 0; i < 2; ++i) {
+    auto q = std::make_unique<Quiet>();
+    q->stream = client_->stub().StreamVocode(&q->ctx);
+    ASSERT_TRUE(q->stream->Write(Config("alice", v1::PCM_F32LE)));
+    const auto tokens = client::DemoTokens(kTokens, 20 + static_cast<uint64_t>(i));
+    for (int c = 0; c * 100 < kTokens; ++c) {
+      std::vector<uint32_t> part(tokens.begin() + c * 100, tokens.begin() + (c + 1) * 100);
+      ASSERT_TRUE(
+          q->stream->Write(Chunk(static_cast<uint64_t>(c), part, (c + 1) * 100 >= kTokens)));
+    }
+    q->stream->WritesDone();
+    quiet.push_back(std::move(q));
+  }
+  auto o = Opts();
+  o.encoding = v1::PCM_F32LE;
+  const auto reader = client_->Stream(client::DemoTokens(300, 30), o);
+  ASSERT_TRUE(reader.status.ok()) << reader.status.error_message();
+  EXPECT_EQ(reader.audio.size(), 300u * 960);
+  // Without backpressure each quiet stream would be vocoded whole: about 20
+  // jobs each. Held back, each has a handful queued (gRPC's own flow-control
+  // window takes a few more chunks before the server's writes stall).
+  const auto submitted = server_->batcher().stats().submitted;
+  const auto reader_jobs = static_cast<int64_t>(reader.chunks.size()) + 1;
+  EXPECT_LT(submitted - reader_jobs, 2 * 8) << "non-reading clients kept the model busy";
+  for (auto& q : quiet) {
+    v1::StreamVocodeResponse r;
+    uint64_t samples = 0;
+    while (q->stream->Read(&r)) {
+      if (r.has_audio()) samples += r.audio().num_samples();
+    }
+    const grpc::Status s = q->stream->Finish();
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    EXPECT_EQ(samples, static_cast<uint64_t>(kTokens) * 960);
+  }
+  ExpectNoStreamsLeft();
+}
+
+// Item 9 in process: a drain with a long grace ends at once when interrupted
+// (a second signal); the open stream gets UNAVAILABLE, nothing hangs.
+TEST_F(ServerTest, InterruptedDrainFinishesOpenStreamsWithUnavailable) {
+  grpc::ClientContext ctx;
+  auto stream = client_->stub().StreamVocode(&ctx);
+  ASSERT_TRUE(stream->Write(Config()));
+  v1::StreamVocodeResponse started;
+  ASSERT_TRUE(stream->Read(&started));  // admitted and configured; now it stalls
+  std::thread drainer([&] { server_->Drain(std::chrono::hours(1)); });
+  server_->InterruptDrain();
+  drainer.join();
+  v1::StreamVocodeResponse r;
+  while (stream->Read(&r)) {
+  }
+  const grpc::Status s = stream->Finish();
+  EXPECT_EQ(s.error_code(), grpc::UNAVAILABLE) << s.error_message();
+}
+
 TEST(ServerLimitsTest, StreamCapGivesResourceExhausted) {
   config::Config c = TestConfig();
   c.max_streams = 1;
@@ -332,6 +416,64 @@ TEST(VocoderdProcessTest, SigtermDrainsAndExitsZero) {
   waitpid(pid, &status, 0);
   EXPECT_TRUE(r.status.ok()) << r.status.error_message();
   EXPECT_EQ(r.audio.size(), 75u * 960);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+}
+
+// Item 9: the real binary with a 10-minute grace and a stalled stream; the
+// second SIGTERM ends the drain at once: the stream gets UNAVAILABLE and the
+// process exits 0 (before the fix it waited out the grace).
+TEST(VocoderdProcessTest, SecondSigtermEndsTheDrainAtOnce) {
+  const char* bin = std::getenv("VOCODERD_BIN");
+  if (bin == nullptr) bin = VOCODERD_BIN_PATH;
+  int out[2];
+  ASSERT_EQ(pipe(out), 0);
+  const pid_t pid = fork();
+  if (pid == 0) {
+    dup2(out[1], 1);
+    close(out[0]);
+    const std::string dir = "--model-dir=" + TestModelDir();
+    execl(bin, bin, "--listen=127.0.0.1:0", "--metrics-listen=127.0.0.1:0", dir.c_str(),
+          "--drain-grace-s=600", static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  close(out[1]);
+  std::string line;
+  char c;
+  while (read(out[0], &c, 1) == 1 && c != '\n') line += c;
+  const auto at = line.find("port ");
+  ASSERT_NE(at, std::string::npos) << "vocoderd printed: " << line;
+  const int port = std::atoi(line.c_str() + at + 5);
+  client::VocoderClient client(
+      grpc::CreateChannel("127.0.0.1:" + std::to_string(port), grpc::InsecureChannelCredentials()));
+  grpc::ClientContext ctx;
+  auto stream = client.stub().StreamVocode(&ctx);
+  v1::StreamVocodeRequest config;
+  config.mutable_config()->set_voice_id("alice");
+  config.mutable_config()->set_encoding(v1::PCM_S16LE);
+  ASSERT_TRUE(stream->Write(config));
+  v1::StreamVocodeResponse started;
+  ASSERT_TRUE(stream->Read(&started));  // admitted; it now holds the drain
+  kill(pid, SIGTERM);
+  // The first signal starts the drain (health flips); the second one ends it.
+  grpc::health::v1::HealthCheckRequest ready_req;
+  ready_req.set_service(kReadinessService);
+  auto health = grpc::health::v1::Health::NewStub(
+      grpc::CreateChannel("127.0.0.1:" + std::to_string(port), grpc::InsecureChannelCredentials()));
+  for (;;) {
+    grpc::ClientContext hctx;
+    grpc::health::v1::HealthCheckResponse resp;
+    const auto s = health->Check(&hctx, ready_req, &resp);
+    if (!s.ok() || resp.status() != grpc::health::v1::HealthCheckResponse::SERVING) break;
+  }
+  kill(pid, SIGTERM);
+  v1::StreamVocodeResponse r;
+  while (stream->Read(&r)) {
+  }
+  const grpc::Status s = stream->Finish();
+  EXPECT_EQ(s.error_code(), grpc::UNAVAILABLE) << s.error_message();
+  int status = 0;
+  waitpid(pid, &status, 0);
   ASSERT_TRUE(WIFEXITED(status));
   EXPECT_EQ(WEXITSTATUS(status), 0);
 }
