@@ -30,7 +30,7 @@ struct Config {
 
   // Model.
   std::string model_dir = "models/default";
-  std::string device = "cpu";  // "cpu" or "cuda:N"
+  std::string device = "cpu";  // "cpu", "cuda:N" or "sim[:PROFILE]" (simulated)
   std::string voices_dir;      // "" = <model_dir>/voices
 
   // Batcher (see batcher/options.h for the meaning of each).

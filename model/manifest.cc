@@ -40,7 +40,8 @@ absl::StatusOr<std::string> Sha256File(const std::string& path) {
   return hex;
 }
 
-absl::StatusOr<Manifest> LoadManifest(const std::string& dir, bool verify_hashes) {
+absl::StatusOr<Manifest> LoadManifest(const std::string& dir, bool verify_hashes,
+                                      bool require_weights) {
   namespace fs = std::filesystem;
   const std::string path = dir + "/manifest.json";
   if (!fs::exists(path)) {
@@ -106,8 +107,14 @@ absl::StatusOr<Manifest> LoadManifest(const std::string& dir, bool verify_hashes
       m.n_timesteps <= 0 || m.flow_noise_frames <= 0 || m.hift_noise_samples <= 0) {
     return absl::InvalidArgumentError(absl::StrCat(path, ": non-positive model constant"));
   }
-  for (const char* required :
-       {"encoder.pt", "estimator.pt", "hift_source.pt", "hift_decode.pt", "buffers.pt"}) {
+  auto is_weights = [](const std::string& rel) {
+    for (const char* w : kWeightFiles) {
+      if (rel == w) return true;
+    }
+    return false;
+  };
+  for (const char* required : kWeightFiles) {
+    if (!require_weights) break;
     if (m.files.count(required) == 0) {
       return absl::InvalidArgumentError(
           absl::StrCat(path, ": 'files' does not list ", required, "; re-export the model"));
@@ -116,6 +123,7 @@ absl::StatusOr<Manifest> LoadManifest(const std::string& dir, bool verify_hashes
   // Every file present first, so a missing file is named as missing even
   // when another one is also corrupt.
   for (const auto& [rel, sha] : m.files) {
+    if (!require_weights && is_weights(rel)) continue;
     const std::string file = m.Path(rel);
     if (!fs::exists(file)) {
       return absl::NotFoundError(
@@ -124,6 +132,7 @@ absl::StatusOr<Manifest> LoadManifest(const std::string& dir, bool verify_hashes
   }
   for (const auto& [rel, sha] : m.files) {
     if (!verify_hashes) break;
+    if (!require_weights && is_weights(rel)) continue;
     const std::string file = m.Path(rel);
     auto actual = Sha256File(file);
     if (!actual.ok()) return actual.status();

@@ -52,6 +52,14 @@ int main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   Log(1, "loading %s on %s", config.model_dir.c_str(), config.device.c_str());
+  if (config.device == "sim" || config.device.rfind("sim:", 0) == 0) {
+    // Never in production: the audio is a test tone and the GPU is a sleep.
+    Log(2,
+        "WARNING: --device %s is the SIMULATED accelerator (docs/simulator.md): audio is a test "
+        "tone, batch times come from a cost profile; /metrics labels device=\"sim\". For "
+        "benchmarks and tests only.",
+        config.device.c_str());
+  }
   auto vocoder = vocoder::model::LoadVocoder(config.model_dir, config.device);
   if (!vocoder.ok()) {
     Log(3, "%s", vocoder.status().ToString().c_str());
