@@ -116,7 +116,8 @@ bool IsSimDevice(absl::string_view device) {
 
 std::vector<std::string> ShippedSimProfiles() {
   std::vector<std::string> names;
-  for (int i = 0; i < kNumShippedSimProfiles; ++i) names.emplace_back(kShippedSimProfileData[i].first);
+  for (int i = 0; i < kNumShippedSimProfiles; ++i)
+    names.emplace_back(kShippedSimProfileData[i].first);
   return names;
 }
 
@@ -125,8 +126,8 @@ absl::StatusOr<SimProfile> LoadSimProfile(absl::string_view device) {
     return absl::InvalidArgumentError(
         absl::StrCat("'", device, "' is not a simulated device (sim, sim:NAME or sim:PATH.json)"));
   }
-  const absl::string_view spec = device == "sim" ? absl::string_view(kDefaultSimProfile)
-                                                 : device.substr(4);
+  const absl::string_view spec =
+      device == "sim" ? absl::string_view(kDefaultSimProfile) : device.substr(4);
   if (spec.empty()) return absl::InvalidArgumentError("device 'sim:' names no profile");
   if (absl::EndsWith(spec, ".json") || absl::StrContains(spec, '/')) {
     const std::string path(spec);
@@ -142,8 +143,8 @@ absl::StatusOr<SimProfile> LoadSimProfile(absl::string_view device) {
                              absl::StrCat("shipped profile ", spec));
     }
   }
-  return absl::NotFoundError(absl::StrCat("no shipped simulator profile '", spec, "' (shipped: ",
-                                          absl::StrJoin(ShippedSimProfiles(), ", "),
+  return absl::NotFoundError(absl::StrCat("no shipped simulator profile '", spec,
+                                          "' (shipped: ", absl::StrJoin(ShippedSimProfiles(), ", "),
                                           "); or give a file: --device sim:PATH.json"));
 }
 

@@ -58,8 +58,7 @@ struct SimProfile {
 };
 
 // Parses a profile document; InvalidArgument naming `origin` and the field.
-absl::StatusOr<SimProfile> ParseSimProfile(absl::string_view json_text,
-                                           const std::string& origin);
+absl::StatusOr<SimProfile> ParseSimProfile(absl::string_view json_text, const std::string& origin);
 
 // The profile a --device value names: "sim" (h200-estimate), "sim:NAME" (a
 // shipped profile) or "sim:PATH.json" (a file). NotFound for an unknown name

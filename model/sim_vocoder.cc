@@ -154,7 +154,8 @@ absl::Status SimVocoder::Vocode(FlowBatch& base, absl::Span<VocodeJob* const> jo
     j.mel.resize(static_cast<size_t>(f * bins));
     for (int64_t e = 0; e < f; ++e) {
       const int64_t token_index = (b.emit_begin[i] + e) / fpt - b.P[i];
-      const float level = -8.0f + static_cast<float>(j.tokens[static_cast<size_t>(token_index)] % 97) / 16.0f;
+      const float level =
+          -8.0f + static_cast<float>(j.tokens[static_cast<size_t>(token_index)] % 97) / 16.0f;
       std::fill_n(j.mel.begin() + e * bins, bins, level);
     }
     // Audio: the voice's tone at the absolute sample positions these frames

@@ -92,9 +92,9 @@ std::vector<std::shared_ptr<const Voice>> SimContractTest::real_voices_,
 TEST_F(SimContractTest, SameLengthsAsTheRunnerForEveryJobOfAMixedBatch) {
   // A stream's first job, a middle job with context and caches, a backlog
   // job, a final job with silence lookahead, a short final one, two voices.
-  const std::vector<Spec> specs = {{0, 25, 0, false, 0, 0},     {1, 53, 25, false, 8, 44},
-                                   {0, 78, 25, false, 8, 100},  {1, 31, 25, true, 8, 150},
-                                   {0, 7, 0, true, 0, 0},       {1, 12, 4, false, 8, 20}};
+  const std::vector<Spec> specs = {{0, 25, 0, false, 0, 0},    {1, 53, 25, false, 8, 44},
+                                   {0, 78, 25, false, 8, 100}, {1, 31, 25, true, 8, 150},
+                                   {0, 7, 0, true, 0, 0},      {1, 12, 4, false, 8, 20}};
   auto real_jobs = Jobs(specs, false);
   auto sim_jobs = Jobs(specs, true);
   ASSERT_TRUE(RunOn(*real_, real_jobs, 2).ok());
@@ -138,9 +138,17 @@ TEST_F(SimContractTest, BadJobsGiveTheRunnersErrors) {
   };
   const std::vector<Bad> bad = {
       {"token id", [](VocodeJob& j) { j.tokens[2] = 6563; }},
-      {"only sos/eos", [](VocodeJob& j) { j.tokens = {kSosToken, kEosToken}; }},
+      {"only sos/eos",
+       [](VocodeJob& j) {
+         j.tokens = {kSosToken, kEosToken};
+       }},
       {"context", [](VocodeJob& j) { j.context_tokens = 99; }},
-      {"no frame", [](VocodeJob& j) { j.tokens.resize(3); j.context_tokens = 2; j.finalize = false; }},
+      {"no frame",
+       [](VocodeJob& j) {
+         j.tokens.resize(3);
+         j.context_tokens = 2;
+         j.finalize = false;
+       }},
       {"noise", [](VocodeJob& j) { j.noise_offset = -1; }},
       {"phase", [](VocodeJob& j) { j.hift_phase[0] = 0.5f; }},
       {"mel cache", [](VocodeJob& j) { j.mel_cache.resize(81); }},

@@ -256,8 +256,8 @@ TEST(SimVocoderTest, ValidatesLikeTheRunner) {
   VocodeJob j = Job(*voice, 10, 0, true);
   j.tokens[3] = 7000;
   std::vector<VocodeJob*> p = {&j};
-  EXPECT_THAT(sim.Run(p, 10), StatusIs(absl::StatusCode::kInvalidArgument,
-                                       HasSubstr("job 0: token 3 is 7000")));
+  EXPECT_THAT(sim.Run(p, 10),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("job 0: token 3 is 7000")));
   VocodeJob ok = Job(*voice, 10, 0, true);
   std::vector<VocodeJob*> q = {&ok};
   EXPECT_THAT(sim.Run(q, 0), StatusIs(absl::StatusCode::kInvalidArgument,

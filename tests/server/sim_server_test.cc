@@ -44,9 +44,8 @@ class SimServerTest : public ::testing::Test {
     auto s = VocoderServer::Start(c, std::move(*v));
     ASSERT_TRUE(s.ok()) << s.status();
     server_ = std::move(*s);
-    client_ = std::make_unique<client::VocoderClient>(
-        grpc::CreateChannel("127.0.0.1:" + std::to_string(server_->port()),
-                            grpc::InsecureChannelCredentials()));
+    client_ = std::make_unique<client::VocoderClient>(grpc::CreateChannel(
+        "127.0.0.1:" + std::to_string(server_->port()), grpc::InsecureChannelCredentials()));
   }
   void TearDown() override { std::remove(profile_.c_str()); }
 
