@@ -26,14 +26,14 @@ import numpy as np
 FORMAT = "vocoderd-sim-profile/1"
 
 
-def samples(docs):
+def samples(docs, allow_simulated=False):
     """(stage -> list of (rows, len, ms)), run overheads, descriptions."""
     out = {"encoder": [], "estimator": [], "hift": []}
     overheads, sources = [], []
     for path, doc in docs:
         if doc.get("benchmark") != "model":
             raise ValueError(f"{path}: not a `vocoder-bench model --json` file")
-        if doc.get("simulated"):
+        if doc.get("simulated") and not allow_simulated:
             raise ValueError(f"{path}: measured on a simulated device; fit real measurements")
         n = doc["n_timesteps"]
         sources.append(f"{path}: {doc['model_size']} {doc['dtype']} on {doc['device']}, "
@@ -102,13 +102,15 @@ def main(argv):
     ap.add_argument("--outlier", type=float, default=0.5,
                     help="drop points off by more than this fraction, then refit")
     ap.add_argument("--out", required=True, help="profile JSON to write")
+    ap.add_argument("--allow-simulated", action="store_true",
+                    help="accept sweeps of a simulated device (tests of this tool only)")
     a = ap.parse_args(argv)
     docs = []
     for path in a.inputs:
         with open(path) as f:
             docs.append((path, json.load(f)))
     try:
-        stages_in, overheads, sources = samples(docs)
+        stages_in, overheads, sources = samples(docs, a.allow_simulated)
     except (KeyError, ValueError) as e:
         print(f"fit_profile: {e}", file=sys.stderr)
         return 2
