@@ -12,10 +12,21 @@ import subprocess
 import sys
 import tempfile
 
+# Costs large enough that a loaded machine's sleep overshoot (a few ms at
+# worst) stays small beside them.
 KNOWN = {"format": "vocoderd-sim-profile/1", "name": "known", "run_overhead_ms": 0.5,
-         "stages": {"encoder": {"overhead_ms": 2.0, "ms_per_unit": 0.004},
-                    "estimator": {"overhead_ms": 1.0, "ms_per_unit": 0.0005},
-                    "hift": {"overhead_ms": 1.5, "ms_per_unit": 0.002}}}
+         "stages": {"encoder": {"overhead_ms": 2.0, "ms_per_unit": 0.02},
+                    "estimator": {"overhead_ms": 1.0, "ms_per_unit": 0.005},
+                    "hift": {"overhead_ms": 1.5, "ms_per_unit": 0.02}}}
+# Shapes inside what the sweeps measure (rows, length) per stage.
+SHAPES = {"encoder": ((1, 75), (4, 103), (16, 103)),
+          "estimator": ((2, 144), (8, 200), (32, 200)),
+          "hift": ((1, 52), (4, 58), (16, 58))}
+
+
+def stage_ms(stage, rows, length):
+    return (stage.get("overhead_ms", 0) + stage.get("ms_per_unit", 0) * rows * length
+            + stage.get("ms_per_unit_sq", 0) * rows * length * length)
 
 
 def main(bench, root, model_dir):
@@ -39,7 +50,7 @@ def main(bench, root, model_dir):
         row = doc["rows"][1]  # batch 4, 25-token chunk: 50 + 25 + 25 + 3 tokens
         assert row["padded_tokens"] == 103 and row["padded_frames"] == 200, row
         assert row["hift_frames"] == 58, row
-        assert abs(row["step_ms"] - (1.0 + 0.0005 * 8 * 200)) < 0.5, row
+        assert abs(row["step_ms"] - (1.0 + 0.005 * 8 * 200)) < 2, row
 
         refused = subprocess.run([sys.executable, fit, *sweeps, "--name", "x", "--out",
                                   os.path.join(tmp, "x.json")], capture_output=True, text=True)
@@ -50,14 +61,16 @@ def main(bench, root, model_dir):
                         "--out", fitted_path], check=True, stdout=subprocess.DEVNULL)
         fitted = json.load(open(fitted_path))
         assert fitted["format"] == "vocoderd-sim-profile/1" and fitted["estimate"] is False
-        # The known costs back, within what a real sleep's overshoot adds.
+        # The known costs back, within what a real sleep's overshoot adds. The
+        # simulator spends run_overhead_ms inside Vocode, so the fitted HiFT
+        # stage holds it.
         for stage, want in KNOWN["stages"].items():
             got = fitted["stages"][stage]
-            for rows, length in ((1, 100), (8, 200), (32, 600)):
-                w = want["overhead_ms"] + want["ms_per_unit"] * rows * length
-                g = (got.get("overhead_ms", 0) + got.get("ms_per_unit", 0) * rows * length
-                     + got.get("ms_per_unit_sq", 0) * rows * length * length)
-                assert abs(g - w) <= 0.1 * w + 0.3, (stage, rows, length, g, w, got)
+            extra = KNOWN["run_overhead_ms"] if stage == "hift" else 0
+            for rows, length in SHAPES[stage]:
+                w = stage_ms(want, rows, length) + extra
+                g = stage_ms(got, rows, length)
+                assert abs(g - w) <= 0.15 * w + 1.0, (stage, rows, length, g, w, got)
         # The fitted profile loads as a device.
         subprocess.run([bench, "model", "--model-dir", model_dir, "--device", f"sim:{fitted_path}",
                         "--batch-sizes", "1", "--chunk-tokens", "25", "--iterations", "1",
