@@ -64,7 +64,9 @@ std::vector<Binding> Bind(CLI::App* app, Config& c) {
   add("Network", "max-connection-age-s", &Config::max_connection_age_s,
       "Send GOAWAY after this many seconds so clients rebalance (0 = never)");
   add("Model", "model-dir", &Config::model_dir, "Exported model directory (manifest.json)");
-  add("Model", "device", &Config::device, "Device: cpu or cuda:N");
+  add("Model", "device", &Config::device,
+      "Device: cpu or cuda:N; sim, sim:NAME or sim:PATH.json is the simulated accelerator "
+      "(benchmarks and tests only, docs/simulator.md)");
   add("Model", "voices-dir", &Config::voices_dir,
       "Voice repository, shared by all replicas (default <model-dir>/voices)");
   add("Model", "voices-sync-interval-ms", &Config::voices_sync_interval_ms,
@@ -170,8 +172,13 @@ absl::Status Validate(const Config& c) {
     int index = -1;
     device_ok = absl::SimpleAtoi(c.device.substr(5), &index) && index >= 0;
   }
+  // The simulated accelerator (docs/simulator.md): sim, sim:NAME, sim:PATH.json.
+  if (c.device == "sim" || (c.device.rfind("sim:", 0) == 0 && c.device.size() > 4)) {
+    device_ok = true;
+  }
   if (!device_ok) {
-    return Invalid("device", absl::StrCat("must be cpu or cuda:N; was '", c.device, "'"));
+    return Invalid("device",
+                   absl::StrCat("must be cpu, cuda:N or sim[:PROFILE]; was '", c.device, "'"));
   }
   auto positive = [](const char* flag, int64_t v) {
     return v > 0 ? absl::OkStatus() : Invalid(flag, absl::StrCat("must be positive; was ", v));

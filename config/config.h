@@ -30,7 +30,7 @@ struct Config {
 
   // Model.
   std::string model_dir = "models/default";
-  std::string device = "cpu";              // "cpu" or "cuda:N"
+  std::string device = "cpu";              // "cpu", "cuda:N" or "sim[:PROFILE]"
   std::string voices_dir;                  // "" = <model_dir>/voices; the voice repository
   int intra_op_threads = 0;                // torch CPU threads for batches; 0 = torch's default
   int64_t voices_sync_interval_ms = 2000;  // rescan of the voice repository

@@ -42,7 +42,8 @@ absl::StatusOr<std::string> Sha256File(const std::string& path) {
   return hex;
 }
 
-absl::StatusOr<Manifest> LoadManifest(const std::string& dir, bool verify_hashes) {
+absl::StatusOr<Manifest> LoadManifest(const std::string& dir, bool verify_hashes,
+                                      bool require_weights) {
   namespace fs = std::filesystem;
   const std::string path = dir + "/manifest.json";
   if (!fs::exists(path)) {
@@ -147,8 +148,14 @@ absl::StatusOr<Manifest> LoadManifest(const std::string& dir, bool verify_hashes
           absl::StrCat(path, ": path '", rel, "' must be relative and inside the model directory"));
     }
   }
-  for (const char* required :
-       {"encoder.pt", "estimator.pt", "hift_source.pt", "hift_decode.pt", "buffers.pt"}) {
+  auto is_weights = [](const std::string& rel) {
+    for (const char* w : kWeightFiles) {
+      if (rel == w) return true;
+    }
+    return false;
+  };
+  for (const char* required : kWeightFiles) {
+    if (!require_weights) break;
     if (m.files.count(required) == 0) {
       return absl::InvalidArgumentError(
           absl::StrCat(path, ": 'files' does not list ", required, "; re-export the model"));
@@ -157,6 +164,7 @@ absl::StatusOr<Manifest> LoadManifest(const std::string& dir, bool verify_hashes
   // Every file present first, so a missing file is named as missing even
   // when another one is also corrupt.
   for (const auto& [rel, sha] : m.files) {
+    if (!require_weights && is_weights(rel)) continue;
     const std::string file = m.Path(rel);
     if (!fs::is_regular_file(file)) {
       return absl::NotFoundError(
@@ -165,6 +173,7 @@ absl::StatusOr<Manifest> LoadManifest(const std::string& dir, bool verify_hashes
   }
   for (const auto& [rel, sha] : m.files) {
     if (!verify_hashes) break;
+    if (!require_weights && is_weights(rel)) continue;
     const std::string file = m.Path(rel);
     auto actual = Sha256File(file);
     if (!actual.ok()) return actual.status();

@@ -58,7 +58,15 @@ struct Manifest {
 // NotFound when the directory or a file is missing; DataLoss on a hash
 // mismatch; InvalidArgument on a malformed or incompatible manifest.
 // Messages name the file and what to do.
-absl::StatusOr<Manifest> LoadManifest(const std::string& dir, bool verify_hashes = true);
+// `require_weights` false (the simulator): the traced modules and buffers
+// (the files LoadVocoder reads weights from) may be absent or unlisted; every
+// other listed file is still checked.
+absl::StatusOr<Manifest> LoadManifest(const std::string& dir, bool verify_hashes = true,
+                                      bool require_weights = true);
+
+// The files of an export that hold weights and noise buffers.
+inline constexpr const char* kWeightFiles[] = {"encoder.pt", "estimator.pt", "hift_source.pt",
+                                               "hift_decode.pt", "buffers.pt"};
 
 // Lowercase hex sha256 of a file's bytes.
 absl::StatusOr<std::string> Sha256File(const std::string& path);

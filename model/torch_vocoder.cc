@@ -20,6 +20,7 @@
 #include "absl/strings/str_cat.h"
 #include "model/device.h"
 #include "model/runtime.h"
+#include "model/sim_vocoder.h"
 #include "model/vocoder.h"
 
 namespace vocoder::model {
@@ -154,6 +155,7 @@ class TorchVocoder final : public Vocoder {
                          .clone()
                          .to(torch_device_);
       voice->tensors = std::move(t);
+      voice->prepared_by = this;
       return absl::OkStatus();
     });
     if (!s.ok()) return s;
@@ -172,20 +174,7 @@ class TorchVocoder final : public Vocoder {
 
   absl::StatusOr<std::unique_ptr<FlowBatch>> Encode(absl::Span<VocodeJob* const> jobs,
                                                     int n_timesteps) override {
-    if (jobs.empty()) return absl::InvalidArgumentError("empty batch");
-    if (n_timesteps <= 0 || n_timesteps > 100) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("n_timesteps must be in 1..100; was ", n_timesteps));
-    }
-    for (size_t i = 0; i < jobs.size(); ++i) {
-      if (auto s = PrepareJob(*jobs[i], m_); !s.ok()) {
-        return absl::Status(s.code(), absl::StrCat("job ", i, ": ", s.message()));
-      }
-      if (jobs[i]->voice->tensors == nullptr) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("job ", i, ": voice was not prepared by this runner"));
-      }
-    }
+    if (auto s = PrepareBatch(jobs, n_timesteps, m_, *this); !s.ok()) return s;
     auto batch = std::make_unique<TorchFlowBatch>();
     absl::Status s = Guarded("encoder", [&] { return EncodeLocked(jobs, n_timesteps, *batch); });
     if (!s.ok()) return s;
@@ -199,10 +188,7 @@ class TorchVocoder final : public Vocoder {
 
   absl::Status Vocode(FlowBatch& base, absl::Span<VocodeJob* const> jobs) override {
     auto& b = static_cast<TorchFlowBatch&>(base);
-    if (!b.done()) return absl::FailedPreconditionError("Vocode before the ODE finished");
-    if (static_cast<int>(jobs.size()) != b.rows()) {
-      return absl::InvalidArgumentError("Vocode: job count differs from the encoded batch");
-    }
+    if (auto s = CheckVocodeBatch(b, jobs.size()); !s.ok()) return s;
     return Guarded("hift", [&] { return VocodeLocked(b, jobs); });
   }
 
@@ -469,6 +455,7 @@ HostTensor ToHost(const torch::Tensor& value) {
 absl::StatusOr<std::unique_ptr<Vocoder>> LoadVocoder(const std::string& model_dir,
                                                      const std::string& device,
                                                      const LoadOptions& options) {
+  if (IsSimDevice(device)) return LoadSimVocoder(model_dir, device, options);
   return TorchVocoder::Load(model_dir, device, options);
 }
 

@@ -123,4 +123,31 @@ absl::Status PrepareJob(VocodeJob& job, const Manifest& m) {
   return absl::OkStatus();
 }
 
+absl::Status PrepareBatch(absl::Span<VocodeJob* const> jobs, int n_timesteps, const Manifest& m,
+                          const Vocoder& runner) {
+  if (jobs.empty()) return absl::InvalidArgumentError("empty batch");
+  if (n_timesteps <= 0 || n_timesteps > 100) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("n_timesteps must be in 1..100; was ", n_timesteps));
+  }
+  for (size_t i = 0; i < jobs.size(); ++i) {
+    if (auto s = PrepareJob(*jobs[i], m); !s.ok()) {
+      return absl::Status(s.code(), absl::StrCat("job ", i, ": ", s.message()));
+    }
+    if (jobs[i]->voice->prepared_by != &runner) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("job ", i, ": voice was not prepared by this runner"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckVocodeBatch(const FlowBatch& batch, size_t jobs) {
+  if (!batch.done()) return absl::FailedPreconditionError("Vocode before the ODE finished");
+  if (jobs != static_cast<size_t>(batch.rows())) {
+    return absl::InvalidArgumentError("Vocode: job count differs from the encoded batch");
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace vocoder::model

@@ -42,9 +42,11 @@ absl::Status ValidateVoice(const VoiceData& voice, const Manifest& manifest);
 
 // A voice ready for the device (tensors uploaded once by PrepareVoice).
 struct VoiceTensors;
+class Vocoder;
 struct Voice {
   VoiceData data;
-  std::shared_ptr<const VoiceTensors> tensors;  // owned by the runner's device
+  std::shared_ptr<const VoiceTensors> tensors;  // owned by the LibTorch runner's device
+  const Vocoder* prepared_by = nullptr;         // the runner whose PrepareVoice made it
   int prompt_tokens() const { return static_cast<int>(data.prompt_tokens.size()); }
 };
 
@@ -72,6 +74,17 @@ struct VocodeJob {
 // lookahead leaving at least one emitted frame, caches well-formed.
 // InvalidArgument with a message a client can act on.
 absl::Status PrepareJob(VocodeJob& job, const Manifest& manifest);
+
+// What Encode checks before any work, shared by every runner: a non-empty
+// batch, n_timesteps in 1..100, PrepareJob on each job (errors prefixed with
+// "job i: ") and each job's voice prepared by `runner`. InvalidArgument.
+absl::Status PrepareBatch(absl::Span<VocodeJob* const> jobs, int n_timesteps,
+                          const Manifest& manifest, const Vocoder& runner);
+
+class FlowBatch;
+// What Vocode checks: the ODE finished (FailedPrecondition) and one job per
+// encoded row (InvalidArgument).
+absl::Status CheckVocodeBatch(const FlowBatch& batch, size_t jobs);
 
 // Encoded rows and their ODE state, between Encode and Vocode.
 class FlowBatch {
@@ -122,9 +135,11 @@ struct LoadOptions {
   int intra_op_threads = 0;
 };
 
-// Loads a model directory onto "cpu" or "cuda:N" (implemented in
-// torch_vocoder.cc). FailedPrecondition when the export's device does not
-// match, NotFound / DataLoss / InvalidArgument from the manifest.
+// Loads a model directory onto "cpu" or "cuda:N" (the LibTorch runner,
+// torch_vocoder.cc), or onto the simulated accelerator for "sim", "sim:NAME"
+// and "sim:PATH.json" (sim_vocoder.h; needs no weights). FailedPrecondition
+// when the export's device does not match, NotFound / DataLoss /
+// InvalidArgument from the manifest or the simulator profile.
 absl::StatusOr<std::unique_ptr<Vocoder>> LoadVocoder(const std::string& model_dir,
                                                      const std::string& device,
                                                      const LoadOptions& options = {});

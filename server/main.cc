@@ -56,6 +56,14 @@ int main(int argc, char** argv) {
   Log(1, "loading %s on %s", config.model_dir.c_str(), config.device.c_str());
   vocoder::model::LoadOptions load_options;
   load_options.intra_op_threads = config.intra_op_threads;
+  if (config.device == "sim" || config.device.rfind("sim:", 0) == 0) {
+    // Never in production: the audio is a test tone and the GPU is a sleep.
+    Log(2,
+        "WARNING: --device %s is the SIMULATED accelerator (docs/simulator.md): audio is a test "
+        "tone, batch times come from a cost profile; /metrics labels device=\"sim\". For "
+        "benchmarks and tests only.",
+        config.device.c_str());
+  }
   auto vocoder = vocoder::model::LoadVocoder(config.model_dir, config.device, load_options);
   if (!vocoder.ok()) {
     Log(3, "%s", vocoder.status().ToString().c_str());

@@ -218,8 +218,14 @@ Metrics::Metrics(prometheus::Registry& r, const MetricsInfo& info)
       .Add({{"version", info.version},
             {"model", info.model},
             {"max_batch_size", absl::StrCat(info.max_batch_size)},
-            {"max_wait_ms", absl::StrFormat("%g", info.max_wait_ms)}})
+            {"max_wait_ms", absl::StrFormat("%g", info.max_wait_ms)},
+            {"device", info.device}})
       .Set(1);
+}
+
+std::string DeviceKind(const std::string& device) {
+  const std::string kind = device.substr(0, device.find(':'));
+  return kind == "cuda" || kind == "sim" ? kind : "cpu";
 }
 
 void Metrics::OnReject(batcher::RejectReason reason) {

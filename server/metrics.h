@@ -29,7 +29,12 @@ struct MetricsInfo {
   std::string model = "s3gen";  // e.g. "s3gen-tiny" (size from the manifest)
   int max_batch_size = 32;
   double max_wait_ms = 5;
+  std::string device = "cpu";  // "cpu", "cuda" or "sim" (the simulated accelerator)
 };
+
+// The device label of /metrics for a Vocoder::device() name ("cpu",
+// "cuda:0", "sim:h200-estimate"): its kind, "cpu", "cuda" or "sim".
+std::string DeviceKind(const std::string& device);
 
 // Why a request was turned away before the GPU (vocoder_rejections_total).
 enum class Rejection {

@@ -77,8 +77,10 @@ TEST(ConfigTest, InvalidValuesNameTheFlag) {
     std::string message;
   };
   const std::vector<Case> cases = {
-      {{"--device", "gpu"}, "--device must be cpu or cuda:N; was 'gpu'"},
+      {{"--device", "gpu"}, "--device must be cpu, cuda:N or sim[:PROFILE]; was 'gpu'"},
       {{"--device", "cuda:-1"}, "--device"},
+      {{"--device", "sim:"}, "--device"},
+      {{"--device", "simulated"}, "--device"},
       {{"--listen", "nohostport"}, "--listen must be HOST:PORT"},
       {{"--listen", "h:70000"}, "--listen needs a port in 0..65535"},
       {{"--max-batch-size", "0"}, "--max-batch-size must be positive; was 0"},
@@ -93,6 +95,14 @@ TEST(ConfigTest, InvalidValuesNameTheFlag) {
   for (const auto& c : cases) {
     EXPECT_THAT(Parse(c.args), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr(c.message)))
         << c.args[0];
+  }
+}
+
+TEST(ConfigTest, AcceptsTheSimulatedDevices) {
+  for (const char* device : {"sim", "sim:h200-estimate", "sim:/tmp/profile.json"}) {
+    auto r = Parse({"--device", device});
+    ASSERT_TRUE(r.ok()) << device << ": " << r.status();
+    EXPECT_EQ(r->config.device, device);
   }
 }
 

@@ -517,6 +517,12 @@ def check_server_deployment(dep, objects, facts, problems):
         problems.append(f"{where}: replicas is set although an HPA scales it "
                         "(kubectl apply would reset the HPA's count)")
 
+    # The simulated accelerator (docs/simulator.md) is for benchmarks and tests:
+    # no overlay may select it.
+    if cfg["device"] == "sim" or cfg["device"].startswith("sim:"):
+        problems.append(f"{where}: VOCODERD_DEVICE {cfg['device']} is the simulated accelerator; "
+                        "deploy cpu or cuda:N")
+
     # GPU: device, resources, toleration, export device.
     gpu = cfg["device"].startswith("cuda")
     export_env = container_env(init, objects, problems, where) if init else {}

@@ -28,7 +28,7 @@ const prometheus::ClientMetric* WithLabel(const prometheus::MetricFamily& f, con
 
 TEST(MetricsTest, BatchesTriggersPaddingAndOutcomesAreRecorded) {
   prometheus::Registry registry;
-  Metrics m(registry, MetricsInfo{"0.1.0", "s3gen-tiny", 8, 5});
+  Metrics m(registry, MetricsInfo{"0.1.0", "s3gen-tiny", 8, 5, "cpu"});
   batcher::BatchRecord b;
   b.trigger = batcher::Trigger::kNearFull;
   b.size = 6;
@@ -81,6 +81,14 @@ TEST(MetricsTest, BatchesTriggersPaddingAndOutcomesAreRecorded) {
   EXPECT_EQ(Find(all, "vocoder_audio_undelivered_seconds_total")->metric[0].counter.value, 0.25);
   const auto* info = Find(all, "vocoder_build_info");
   ASSERT_NE(WithLabel(*info, "max_batch_size", "8"), nullptr);
+  ASSERT_NE(WithLabel(*info, "device", "cpu"), nullptr);
+}
+
+TEST(MetricsTest, DeviceKindLabelsTheSimulator) {
+  EXPECT_EQ(DeviceKind("cpu"), "cpu");
+  EXPECT_EQ(DeviceKind("cuda:1"), "cuda");
+  EXPECT_EQ(DeviceKind("sim"), "sim");
+  EXPECT_EQ(DeviceKind("sim:h200-estimate"), "sim");
 }
 
 }  // namespace

@@ -24,7 +24,8 @@ int main(int argc, char** argv) {
                                    "Model batch sweep: latency, amortized time per job, "
                                    "audio seconds per second, peak memory");
   model->add_option("--model-dir", m.model_dir, "Exported model directory")->capture_default_str();
-  model->add_option("--device", m.device, "cpu or cuda:N")->capture_default_str();
+  model->add_option("--device", m.device, "cpu, cuda:N, or sim[:PROFILE] (simulated)")
+      ->capture_default_str();
   model->add_option("--json", m.json_path, "Write results as JSON to this file");
   model->add_option("--batch-sizes", m.batch_sizes, "Batch sizes to sweep")->capture_default_str();
   model->add_option("--chunk-tokens", m.chunk_tokens, "New tokens per job")->capture_default_str();
@@ -38,6 +39,10 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   model->add_option("--iterations", m.iterations, "Timed runs per point")->capture_default_str();
   model->add_option("--warmup", m.warmup, "Untimed runs per point")->capture_default_str();
+  model
+      ->add_option("--cache-frames", m.cache_frames,
+                   "HiFT mel/source cache frames per job (the server's sessions use 8)")
+      ->capture_default_str();
   model->add_option("--gap-ms", m.gap_ms, "Idle time before each run (a paced stream's chunk gap)")
       ->capture_default_str();
 

@@ -12,6 +12,7 @@
 #include "absl/strings/str_format.h"
 #include "model/device.h"
 #include "model/runtime.h"
+#include "model/sim_profile.h"
 #include "model/vocoder.h"
 #include "tools/bench/quantile.h"
 
@@ -42,12 +43,20 @@ struct Row {
   int row_tokens = 0;
   double median_ms = 0, p95_ms = 0, amortized_ms = 0, audio_s_per_s = 0;
   int64_t peak_bytes = 0;
+  // Per stage: median ms and the shape the simulator's profile is keyed on.
+  double encode_ms = 0, step_ms = 0, vocode_ms = 0, other_ms = 0;
+  int padded_tokens = 0, padded_frames = 0, hift_frames = 0;
 };
+
+double Ms(std::chrono::steady_clock::duration d) {
+  return std::chrono::duration<double, std::milli>(d).count();
+}
 
 }  // namespace
 
 int RunModelBench(const ModelBenchOptions& o) {
-  auto device = model::ParseDevice(o.device);
+  // The simulated accelerator has no torch device (no peak memory either).
+  auto device = model::IsSimDevice(o.device) ? model::Device{} : model::ParseDevice(o.device);
   if (!device.ok()) {
     std::fprintf(stderr, "vocoder-bench model: %s\n", device.status().ToString().c_str());
     return 2;
@@ -80,8 +89,13 @@ int RunModelBench(const ModelBenchOptions& o) {
       "context %d tokens, lookahead held back\n",
       m.size.c_str(), m.estimator_dtype.c_str(), o.device.c_str(), rt.torch_version.c_str(),
       o.n_timesteps, prompt_tokens, o.context_tokens);
-  std::printf("%6s %6s %6s %10s %10s %12s %12s %10s\n", "batch", "chunk", "row", "median_ms",
-              "p95_ms", "amortized_ms", "audio_s/s", "peak_MB");
+  if (model::IsSimDevice(o.device)) {
+    std::printf("vocoder-bench model: SIMULATED device %s: these times are the profile's\n",
+                vocoder.device().c_str());
+  }
+  std::printf("%6s %6s %6s %10s %10s %12s %12s %10s %9s %9s %9s\n", "batch", "chunk", "row",
+              "median_ms", "p95_ms", "amortized_ms", "audio_s/s", "peak_MB", "encode", "step",
+              "hift");
 
   std::vector<Row> rows;
   std::uniform_int_distribution<int64_t> tok(0, 6560);
@@ -97,38 +111,72 @@ int RunModelBench(const ModelBenchOptions& o) {
         j.finalize = false;
         j.noise_offset = 2 * (i * 1000);
       }
+      if (o.cache_frames > 0) {
+        for (auto& j : jobs) {
+          j.mel_cache.assign(static_cast<size_t>(o.cache_frames * m.mel_bins), -6.0f);
+          j.source_cache.assign(static_cast<size_t>(o.cache_frames * m.samples_per_frame), 0.0f);
+        }
+      }
       std::vector<model::VocodeJob*> ptrs;
       for (auto& j : jobs) ptrs.push_back(&j);
       model::ResetCudaPeakMemory(*device);
-      std::vector<double> ms;
+      std::vector<double> ms, encode_ms, step_ms, vocode_ms, other_ms;
       bool failed = false;
       for (int it = 0; it < o.warmup + o.iterations; ++it) {
         if (o.gap_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(o.gap_ms));
-        const auto t0 = std::chrono::steady_clock::now();
-        const absl::Status s = vocoder.Run(absl::MakeConstSpan(ptrs), o.n_timesteps);
-        const auto t1 = std::chrono::steady_clock::now();
+        // Run(), stage by stage, each timed.
+        using SC = std::chrono::steady_clock;
+        const auto t0 = SC::now();
+        auto batch = vocoder.Encode(absl::MakeConstSpan(ptrs), o.n_timesteps);
+        absl::Status s = batch.status();
+        const auto t1 = SC::now();
+        double steps_total = 0;
+        std::vector<double> steps;
+        while (s.ok() && !(*batch)->done()) {
+          const auto a = SC::now();
+          s = vocoder.Step(**batch);
+          steps.push_back(Ms(SC::now() - a));
+          steps_total += steps.back();
+        }
+        const auto t2 = SC::now();
+        if (s.ok()) s = vocoder.Vocode(**batch, absl::MakeConstSpan(ptrs));
+        const auto t3 = SC::now();
         if (!s.ok()) {
           std::printf("%6d %6d  failed: %s\n", bs, chunk, s.ToString().c_str());
           failed = true;
           break;
         }
-        if (it >= o.warmup)
-          ms.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
+        if (it >= o.warmup) {
+          ms.push_back(Ms(t3 - t0));
+          encode_ms.push_back(Ms(t1 - t0));
+          step_ms.insert(step_ms.end(), steps.begin(), steps.end());
+          vocode_ms.push_back(Ms(t3 - t2));
+          other_ms.push_back(Ms(t2 - t1) - steps_total);
+        }
       }
       if (failed) break;  // larger batches will not fit either
       Row r;
       r.batch_size = bs;
       r.chunk_tokens = chunk;
       r.row_tokens = prompt_tokens + o.context_tokens + chunk + 3;
+      r.encode_ms = Quantile(encode_ms, 0.5);
+      r.step_ms = Quantile(step_ms, 0.5);
+      r.vocode_ms = Quantile(vocode_ms, 0.5);
+      r.other_ms = Quantile(other_ms, 0.5);
+      r.padded_tokens = r.row_tokens;
+      r.padded_frames = m.frames_per_token * r.row_tokens - m.lookahead_frames;
+      r.hift_frames = static_cast<int>(jobs[0].audio.size()) / m.samples_per_frame;
       r.median_ms = Quantile(ms, 0.5);
       r.p95_ms = Quantile(ms, 0.95);
       r.amortized_ms = r.median_ms / bs;
-      const double audio_s = double(jobs[0].audio.size()) / m.sample_rate * bs;
+      // New audio only: the cache frames were emitted by the previous chunk.
+      const double audio_s =
+          double(jobs[0].emitted_frames()) * m.samples_per_frame / m.sample_rate * bs;
       r.audio_s_per_s = audio_s / (r.median_ms / 1000.0);
       r.peak_bytes = device->is_cuda() ? model::CudaPeakMemory(*device) : MaxRssBytes();
-      std::printf("%6d %6d %6d %10.2f %10.2f %12.3f %12.2f %10.1f\n", bs, chunk, r.row_tokens,
-                  r.median_ms, r.p95_ms, r.amortized_ms, r.audio_s_per_s,
-                  double(r.peak_bytes) / (1 << 20));
+      std::printf("%6d %6d %6d %10.2f %10.2f %12.3f %12.2f %10.1f %9.2f %9.2f %9.2f\n", bs, chunk,
+                  r.row_tokens, r.median_ms, r.p95_ms, r.amortized_ms, r.audio_s_per_s,
+                  double(r.peak_bytes) / (1 << 20), r.encode_ms, r.step_ms, r.vocode_ms);
       std::fflush(stdout);
       rows.push_back(r);
     }
@@ -141,17 +189,22 @@ int RunModelBench(const ModelBenchOptions& o) {
         m.size, o.device, m.estimator_dtype, rt.torch_version);
     f << absl::StrFormat(
         "  \"n_timesteps\": %d, \"prompt_tokens\": %d, \"context_tokens\": %d, \"gap_ms\": %d,\n"
+        "  \"cache_frames\": %d, \"simulated\": %s,\n"
         "  \"peak_memory_kind\": \"%s\",\n  \"rows\": [\n",
-        o.n_timesteps, prompt_tokens, o.context_tokens, o.gap_ms,
+        o.n_timesteps, prompt_tokens, o.context_tokens, o.gap_ms, o.cache_frames,
+        model::IsSimDevice(o.device) ? "true" : "false",
         device->is_cuda() ? "cuda_allocator_peak" : "process_max_rss");
     for (size_t i = 0; i < rows.size(); ++i) {
       const Row& r = rows[i];
       f << absl::StrFormat(
           "    {\"batch_size\": %d, \"chunk_tokens\": %d, \"row_tokens\": %d, \"median_ms\": %.3f, "
           "\"p95_ms\": %.3f, \"amortized_ms\": %.4f, \"audio_s_per_s\": %.3f, "
-          "\"peak_memory_bytes\": %d}%s\n",
+          "\"peak_memory_bytes\": %d, \"encode_ms\": %.3f, \"step_ms\": %.3f, "
+          "\"vocode_ms\": %.3f, \"between_steps_ms\": %.3f, \"padded_tokens\": %d, "
+          "\"padded_frames\": %d, \"hift_frames\": %d}%s\n",
           r.batch_size, r.chunk_tokens, r.row_tokens, r.median_ms, r.p95_ms, r.amortized_ms,
-          r.audio_s_per_s, r.peak_bytes, i + 1 < rows.size() ? "," : "");
+          r.audio_s_per_s, r.peak_bytes, r.encode_ms, r.step_ms, r.vocode_ms, r.other_ms,
+          r.padded_tokens, r.padded_frames, r.hift_frames, i + 1 < rows.size() ? "," : "");
     }
     f << "  ]\n}\n";
     std::printf("wrote %s\n", o.json_path.c_str());

@@ -1,5 +1,8 @@
 // `vocoder-bench model`: the model runner's batch sweep, the measured version
 // of the design note's table (batch 1 ~50 ms, 8 ~70 ms, 32 ~150 ms, 64 ~280 ms).
+// Each run goes through the stages (Encode, Step x n, Vocode), each timed, so
+// the JSON also holds per-stage medians and shapes: the input of
+// tools/bench/fit_profile.py, which turns it into a simulator profile.
 #ifndef VOCODER_TOOLS_BENCH_MODEL_BENCH_H_
 #define VOCODER_TOOLS_BENCH_MODEL_BENCH_H_
 
@@ -24,6 +27,9 @@ struct ModelBenchOptions {
   // apart, and a model that was idle runs its next batch slower (sleeping
   // worker threads, cold caches) than one run back to back.
   int gap_ms = 0;
+  // Mel/source cache frames per job (the server's sessions send 8 after the
+  // first chunk): HiFT then vocodes cache + emitted frames, as in serving.
+  int cache_frames = 0;
 };
 
 int RunModelBench(const ModelBenchOptions& options);
