@@ -135,13 +135,21 @@ void CallCore::Cancelled() {
   FinishCancelledLocked();
 }
 
+bool CallCore::DeadlinePassedLocked() const {
+  // gRPC's deadline timer may fire a little before the steady-clock deadline
+  // this call derived from the client's (a conversion between clocks): a
+  // cancel that close to the deadline is the deadline.
+  constexpr auto kDeadlineSlack = std::chrono::milliseconds(100);
+  return deadline_ != batcher::kNever && d_.clock.Now() + kDeadlineSlack >= deadline_;
+}
+
 void CallCore::FinishCancelledLocked() {
   if (finished_) return;
   // What the client's own library reported: DEADLINE_EXCEEDED when its
   // deadline passed, else CANCELLED. At the deadline the batcher expires the
   // queued jobs by the same deadline (counted as expired), so they are not
   // cancelled here.
-  if (deadline_ != batcher::kNever && d_.clock.Now() >= deadline_) {
+  if (DeadlinePassedLocked()) {
     FinishLocked(absl::DeadlineExceededError("the client's deadline passed"), Rejection::kDeadline,
                  /*cancel_jobs=*/false);
   } else {
@@ -238,8 +246,9 @@ void StreamCore::ReadDone(bool ok) {
   MutexLock lock(mu_);
   if (finished_) return;
   if (!ok) {
-    // A failed read is a half-close, unless the client cancelled.
-    if (TransportCancelled()) return FinishCancelledLocked();
+    // A failed read is a half-close, unless the client cancelled or its
+    // deadline passed (gRPC may fail the read before it reports the cancel).
+    if (TransportCancelled() || DeadlinePassedLocked()) return FinishCancelledLocked();
     if (absl::Status s = validator_.EndOfInput(); !s.ok()) return FinishLocked(s);
     session_->EndInput();
     return AdvanceLocked();

@@ -136,6 +136,8 @@ class CallCore : public JobCompletion {
   absl::Status SubmitLocked(model::VocodeJob job, const StreamSetup& setup)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void FinishCancelledLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The client's deadline passed (within a small slack).
+  bool DeadlinePassedLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void CountComputedLocked(size_t samples) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     computed_samples_ += static_cast<int64_t>(samples);
   }

@@ -255,6 +255,29 @@ TEST_F(CallCoreTest, CancelsAndDeadlinesAreCountedAsTheClientSawThem) {
   }
   EXPECT_EQ(Requests("DEADLINE_EXCEEDED"), 1);
   EXPECT_EQ(Rejections("deadline"), 1);
+  {
+    // gRPC's timer may fire just before the deadline as this side computed it.
+    FakeStreamCall call(*deps_, /*reading=*/true, clock_.Now() + std::chrono::milliseconds(20));
+    ASSERT_TRUE(call.Send(Config()));
+    call.Cancel();
+    EXPECT_EQ(call.WaitDone().status.code(), absl::StatusCode::kDeadlineExceeded);
+  }
+  {
+    FakeStreamCall call(*deps_, /*reading=*/true, clock_.Now() + std::chrono::seconds(10));
+    ASSERT_TRUE(call.Send(Config()));
+    call.Cancel();  // well before its deadline: the client cancelled
+    EXPECT_EQ(call.WaitDone().status.code(), absl::StatusCode::kCancelled);
+  }
+  {
+    // The deadline passed before the config; gRPC failed the read first.
+    FakeStreamCall call(*deps_, /*reading=*/true, clock_.Now() + std::chrono::milliseconds(1));
+    clock_.Advance(std::chrono::milliseconds(5));
+    call.HalfClose();
+    EXPECT_EQ(call.WaitDone().status.code(), absl::StatusCode::kDeadlineExceeded);
+  }
+  EXPECT_EQ(Requests("DEADLINE_EXCEEDED"), 3);
+  EXPECT_EQ(Requests("CANCELLED"), 2);
+  EXPECT_EQ(Requests("INVALID_ARGUMENT"), 0);
 }
 
 // Item 10: audio counts when it reaches the client; audio computed for a
