@@ -1,7 +1,8 @@
 // LoadManifest's range and path checks, and a voice file's tensors as
-// VoiceData (found by tests/fuzz/manifest_fuzzer and voice_fuzzer: a
-// manifest could ask for more harmonics than the runner carries phase for,
-// name files outside the model directory, or make products overflow).
+// VoiceData (gaps seen while writing the oracles of tests/fuzz/manifest_fuzzer
+// and voice_fuzzer: a manifest could ask for more harmonics than the runner
+// carries phase for, name files outside the model directory, or make
+// products overflow; a float prompt_token loaded as no prompt at all).
 #include "model/manifest.h"
 
 #include <gmock/gmock.h>
