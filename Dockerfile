@@ -77,11 +77,13 @@ SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 # is an emptyDir there. Apt versions are not pinned (DL3008): the archive
 # drops superseded versions, so pins break rebuilds; the base image tag fixes
 # the release, and scripts/deps installs unpinned as on a workstation.
+# No apt cache mounts here (python3 is a few MB): buildah 1.28 holds a
+# locked cache mount until the whole build ends, so a second stage waiting
+# for the deps stage's apt cache would wait forever.
 # hadolint ignore=DL3008
-RUN --mount=type=cache,target=/var/cache/apt,sharing=locked \
-    --mount=type=cache,target=/var/lib/apt/lists,sharing=locked \
-    apt-get update -qq \
+RUN apt-get update -qq \
     && apt-get install -y -qq --no-install-recommends python3 \
+    && rm -rf /var/lib/apt/lists/* \
     && groupadd --system --gid 10001 vocoder \
     && useradd --system --uid 10001 --gid vocoder --home-dir /tmp --no-create-home \
       --shell /usr/sbin/nologin vocoder
