@@ -77,13 +77,13 @@ SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 # is an emptyDir there. Apt versions are not pinned (DL3008): the archive
 # drops superseded versions, so pins break rebuilds; the base image tag fixes
 # the release, and scripts/deps installs unpinned as on a workstation.
-# No apt cache mounts here (python3 is a few MB): buildah 1.28 holds a
-# locked cache mount until the whole build ends, so a second stage waiting
-# for the deps stage's apt cache would wait forever.
+# No apt cache mounts here (python3 is a few MB): with podman 4.3 (buildah
+# 1.28) this stage's RUN hung, without I/O, on the apt cache mounts the deps
+# stage had locked earlier in the same build.
 # hadolint ignore=DL3008
 RUN apt-get update -qq \
     && apt-get install -y -qq --no-install-recommends python3 \
-    && rm -rf /var/lib/apt/lists/* \
+    && apt-get clean && rm -rf /var/lib/apt/lists/* \
     && groupadd --system --gid 10001 vocoder \
     && useradd --system --uid 10001 --gid vocoder --home-dir /tmp --no-create-home \
       --shell /usr/sbin/nologin vocoder
