@@ -73,7 +73,8 @@ void Admission::Unreserve() {
 bool Admission::WaitForNoCalls(std::chrono::steady_clock::time_point deadline)
     ABSL_NO_THREAD_SAFETY_ANALYSIS {
   std::unique_lock<std::mutex> lock(mu_.native());
-  changed_.wait_until(lock, deadline, [&] { return state_.streams.load() == 0 || interrupted_; });
+  changed_.wait_until(lock, deadline,
+                      [&] { return state_.streams.load() == 0 || interrupted_.load(); });
   return state_.streams.load() == 0;
 }
 
@@ -84,7 +85,7 @@ bool Admission::DrainAndWait(std::chrono::steady_clock::time_point deadline) {
 
 void Admission::Interrupt() {
   MutexLock lock(mu_);
-  interrupted_ = true;
+  interrupted_.store(true);
   changed_.notify_all();
 }
 

@@ -69,7 +69,7 @@ class Admission {
   Mutex mu_;
   std::condition_variable changed_;
   std::map<std::string, int> per_peer_ ABSL_GUARDED_BY(mu_);
-  bool interrupted_ ABSL_GUARDED_BY(mu_) = false;
+  std::atomic<bool> interrupted_{false};  // set under mu_ (for the wake-up)
 };
 
 // "ipv4:10.0.0.1:5555" -> "ipv4:10.0.0.1", "ipv6:[::1]:80" -> "ipv6:[::1]";
