@@ -581,8 +581,10 @@ def check_server_deployment(dep, objects, facts, problems):
     else:
         if m_init.get("readOnly"):
             problems.append(f"{where}: export-model must mount the model volume writable")
-        if not m_srv.get("readOnly"):
-            problems.append(f"{where}: vocoderd should mount the model volume read-only")
+        if m_srv.get("readOnly"):
+            problems.append(f"{where}: vocoderd must mount the model volume writable: the "
+                            "voice repository (<model-dir>/voices) lives there and "
+                            "RegisterVoice writes to it")
 
 
 def check_target(target, objects, facts, root):
