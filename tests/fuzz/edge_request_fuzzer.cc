@@ -56,7 +56,7 @@ absl::StatusOr<VoiceEntry> FindVoice(const std::string& id) {
     return v;
   }();
   if (id != "alice") return absl::NotFoundError("voice '" + id + "' is not registered");
-  return VoiceEntry{"alice", "Alice", 0, {}, voice};
+  return VoiceEntry{"alice", "Alice", 0, {}, 10, voice};
 }
 
 void FuzzStream(const uint8_t* data, size_t size) {
