@@ -296,17 +296,25 @@ void StreamCore::WriteDone(bool ok) {
   AdvanceLocked();  // resumes a stream held back by backpressure
 }
 
-void StreamCore::JobDone(const absl::Status& status, const batcher::BatchInfo& info,
-                         model::VocodeJob& job) {
-  MutexLock lock(mu_);
+bool CallCore::JobEndedCallLocked(const absl::Status& status, const model::VocodeJob& job) {
   if (finished_) {
     if (status.ok()) {
       CountComputedLocked(static_cast<size_t>(job.mel.size() / d_.limits.mel_bins) *
                           static_cast<size_t>(d_.limits.samples_per_frame));
     }
-    return;
+    return true;
   }
-  if (!status.ok()) return FinishLocked(status);
+  if (!status.ok()) {
+    FinishLocked(status);
+    return true;
+  }
+  return false;
+}
+
+void StreamCore::JobDone(const absl::Status& status, const batcher::BatchInfo& info,
+                         model::VocodeJob& job) {
+  MutexLock lock(mu_);
+  if (JobEndedCallLocked(status, job)) return;
   const auto start = static_cast<uint64_t>(session_->samples_emitted());
   std::vector<float> audio = session_->Complete(job);
   timing_ = info;
@@ -439,14 +447,7 @@ void UnaryCore::Start(const v1::VocodeRequest& request, v1::VocodeResponse* resp
 void UnaryCore::JobDone(const absl::Status& status, const batcher::BatchInfo& info,
                         model::VocodeJob& job) {
   MutexLock lock(mu_);
-  if (finished_) {
-    if (status.ok()) {
-      CountComputedLocked(static_cast<size_t>(job.mel.size() / d_.limits.mel_bins) *
-                          static_cast<size_t>(d_.limits.samples_per_frame));
-    }
-    return;
-  }
-  if (!status.ok()) return FinishLocked(status);
+  if (JobEndedCallLocked(status, job)) return;
   const std::vector<float> audio = session_->Complete(job);
   CountComputedLocked(audio.size());
   response_->set_audio(EncodeAudio(audio, setup_.encoding));

@@ -142,6 +142,11 @@ class CallCore : public JobCompletion {
     computed_samples_ += static_cast<int64_t>(samples);
   }
   void CountDeliveredLocked(size_t samples) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The common head of JobDone: a job that completes after the call finished
+  // only counts as computed (undelivered) audio, and a failed job finishes the
+  // call. True when either happened and the job needs no more handling.
+  bool JobEndedCallLocked(const absl::Status& status, const model::VocodeJob& job)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const EdgeDeps d_;
   const char* const rpc_;
