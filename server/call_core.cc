@@ -85,6 +85,24 @@ void CallTracker::AbortAll(const absl::Status& status) {
   ForEach([&status](CallCore* c) { c->Abort(status); });
 }
 
+size_t CallTracker::WaitingForClient() const {
+  // As ForEach: no call's lock under the tracker's.
+  std::vector<CallCore*> calls;
+  {
+    MutexLock lock(mu_);
+    for (CallCore* c : calls_) {
+      c->Ref();
+      calls.push_back(c);
+    }
+  }
+  size_t waiting = 0;
+  for (CallCore* c : calls) {
+    if (c->waiting_for_client()) ++waiting;
+    c->Unref();
+  }
+  return waiting;
+}
+
 size_t CallTracker::size() const {
   MutexLock lock(mu_);
   return calls_.size();
