@@ -174,6 +174,14 @@ class Soak:
             reqs = idle_reqs()
         call = self.stub.StreamVocode(reqs, timeout=timeout)
         samples, got = 0, 0
+        timer = None
+        if kind == "cancel":
+            # Cancel after 0-3 audio responses, or after at most 2 s (well
+            # inside the server's 5 s idle timeout: on a slow server the
+            # audio may not come before it, and the stream would end as idle).
+            want = rng.randint(0, 3)
+            timer = threading.Timer(rng.uniform(0.05, 2.0), call.cancel)
+            timer.start()
         try:
             if kind == "non_reader":
                 time.sleep(rng.uniform(1, 4))
@@ -183,12 +191,14 @@ class Soak:
                     got += 1
                 if kind == "slow_reader":
                     time.sleep(0.05)
-                if kind == "cancel" and got >= rng.randint(0, 3):
+                if kind == "cancel" and got >= want:
                     call.cancel()
                     break
             code = call.code()
         except grpc.RpcError as e:
             code = e.code()
+        if timer is not None:
+            timer.cancel()
         held.set()
         name = code.name if code is not None else "UNKNOWN"
         if name == "OK" and samples != n * 960:
