@@ -103,7 +103,7 @@ void Batcher::StreamClosed() {
 }
 
 void Batcher::Shutdown(ShutdownMode mode) {
-  std::lock_guard lock(shutdown_mu_);
+  MutexLock lock(shutdown_mu_);
   if (!thread_.joinable()) return;
   shutdown_mode_.store(mode, std::memory_order_relaxed);
   stopping_.store(true, std::memory_order_seq_cst);
@@ -114,7 +114,7 @@ void Batcher::Shutdown(ShutdownMode mode) {
 BatcherStats Batcher::stats() const {
   BatcherStats s;
   {
-    std::lock_guard lock(stats_mu_);
+    MutexLock lock(stats_mu_);
     s = stats_;
   }
   s.submitted = submitted_.load(std::memory_order_relaxed);
@@ -138,7 +138,7 @@ void Batcher::Settle(Job* job, const absl::Status& status, const BatchInfo& info
                      JobOutcome outcome) {
   // Stats first: whoever observes the completion also sees it counted.
   {
-    std::lock_guard lock(stats_mu_);
+    MutexLock lock(stats_mu_);
     switch (outcome) {
       case JobOutcome::kOk:
         ++stats_.completed_ok;
@@ -237,7 +237,7 @@ void Batcher::RunBatch(std::vector<Job*> jobs, Trigger trigger, bool allow_bisec
       trigger,    static_cast<int>(jobs.size()), options_.max_batch_size, padded, real, end - start,
       status.ok()};
   {
-    std::lock_guard lock(stats_mu_);
+    MutexLock lock(stats_mu_);
     ++stats_.batches;
     ++stats_.batches_by_trigger[static_cast<int>(trigger)];
     ++stats_.batch_sizes[record.size];
@@ -256,7 +256,7 @@ void Batcher::RunBatch(std::vector<Job*> jobs, Trigger trigger, bool allow_bisec
       // fit. Run its halves, each split again if it still does not fit, so
       // only a job that does not fit alone fails.
       {
-        std::lock_guard lock(stats_mu_);
+        MutexLock lock(stats_mu_);
         ++stats_.oom_splits;
       }
       if (observer_ != nullptr) observer_->OnOutOfMemorySplit(static_cast<int>(jobs.size()));
@@ -302,7 +302,7 @@ void Batcher::RunPlan(const Decision& decision, const std::vector<std::vector<Jo
   RemovePending(dispatched);
   if (observer_ != nullptr) observer_->OnQueueDepth(queue_depth());
   {
-    std::lock_guard lock(stats_mu_);
+    MutexLock lock(stats_mu_);
     ++stats_.groups_per_drain[static_cast<int>(groups.size())];
   }
   if (observer_ != nullptr) {

@@ -43,6 +43,7 @@
 #include "batcher/cost_model.h"
 #include "batcher/job.h"
 #include "batcher/mpsc_queue.h"
+#include "batcher/mutex.h"
 #include "batcher/options.h"
 #include "batcher/policy.h"
 #include "batcher/stats.h"
@@ -139,12 +140,12 @@ class Batcher {
   TimePoint last_arrival_{};
   CostModel cost_;
 
-  // std::mutex rather than absl::Mutex: Debian's Abseil is not built with
-  // TSan annotations, so TSan could not see absl::Mutex's synchronization.
-  mutable std::mutex stats_mu_;
+  // batcher/mutex.h (a std::mutex, which TSan sees, with the annotations),
+  // not absl::Mutex: Debian's Abseil is not built with TSan annotations.
+  mutable Mutex stats_mu_;
   BatcherStats stats_ ABSL_GUARDED_BY(stats_mu_);
 
-  std::mutex shutdown_mu_;
+  Mutex shutdown_mu_;
   std::thread thread_;
 };
 

@@ -69,12 +69,11 @@ void Admission::Unreserve() {
   }
 }
 
-// The analysis cannot follow a condition variable's unlock and relock.
-bool Admission::WaitForNoCalls(std::chrono::steady_clock::time_point deadline)
-    ABSL_NO_THREAD_SAFETY_ANALYSIS {
-  std::unique_lock<std::mutex> lock(mu_.native());
-  changed_.wait_until(lock, deadline,
-                      [&] { return state_.streams.load() == 0 || interrupted_.load(); });
+bool Admission::WaitForNoCalls(std::chrono::steady_clock::time_point deadline) {
+  MutexLock lock(mu_);
+  while (state_.streams.load() != 0 && !interrupted_.load()) {
+    if (!mu_.WaitUntil(changed_, deadline)) break;
+  }
   return state_.streams.load() == 0;
 }
 

@@ -85,6 +85,24 @@ void CallTracker::AbortAll(const absl::Status& status) {
   ForEach([&status](CallCore* c) { c->Abort(status); });
 }
 
+size_t CallTracker::WaitingForClient() const {
+  // As ForEach: no call's lock under the tracker's.
+  std::vector<CallCore*> calls;
+  {
+    MutexLock lock(mu_);
+    for (CallCore* c : calls_) {
+      c->Ref();
+      calls.push_back(c);
+    }
+  }
+  size_t waiting = 0;
+  for (CallCore* c : calls) {
+    if (c->waiting_for_client()) ++waiting;
+    c->Unref();
+  }
+  return waiting;
+}
+
 size_t CallTracker::size() const {
   MutexLock lock(mu_);
   return calls_.size();
@@ -382,6 +400,20 @@ void StreamCore::QueueWriteLocked(Write w) {
 }
 
 void StreamCore::StartNextWriteLocked() {
+  // A response over the message limit would be refused by the transport
+  // (RESOURCE_EXHAUSTED to the client, a failed write here that looks like a
+  // client that stopped reading). Refuse it here instead, counted under the
+  // code the client is given. Only a small --max-message-bytes gets here: a
+  // stream's responses are a job's audio (tens of tokens).
+  const size_t bytes = writes_.front().response.ByteSizeLong();
+  if (static_cast<int64_t>(bytes) > d_.limits.max_message_bytes) {
+    const Write& w = writes_.front();
+    return FinishLocked(absl::InvalidArgumentError(absl::StrCat(
+        "an audio response of ", w.samples, " samples in ", AudioEncoding_Name(setup_.encoding),
+        " is ", bytes, " bytes, over the ", d_.limits.max_message_bytes,
+        "-byte message limit (--max-message-bytes); use PCM_S16LE (half the size) or a server "
+        "with a larger limit")));
+  }
   write_pending_ = true;
   current_ = std::move(writes_.front());
   writes_.pop_front();

@@ -53,6 +53,9 @@ class CallTracker {
   // Cancels every open call's queued jobs and finishes it with `status`.
   void AbortAll(const absl::Status& status);
   size_t size() const;
+  // Open streams held back by their client (CallCore::waiting_for_client):
+  // for tests that wait for backpressure to take hold.
+  size_t WaitingForClient() const;
 
  private:
   template <typename F>
@@ -114,6 +117,9 @@ class CallCore : public JobCompletion {
                      model::VocodeJob& job) final;
 
   bool finished() const;
+  // True when the call submits nothing more until its client reads (only
+  // streams hold back; see StreamCore).
+  virtual bool waiting_for_client() const { return false; }
 
  protected:
   CallCore(const EdgeDeps& d, const char* rpc, std::string peer, batcher::TimePoint deadline);
@@ -186,7 +192,7 @@ class StreamCore : public CallCore {
   // For tests: jobs submitted so far; true when no job is in flight and the
   // stream waits for the client to read (backpressure or the end).
   int64_t jobs_submitted() const;
-  bool waiting_for_client() const;
+  bool waiting_for_client() const override;
   size_t queued_audio_bytes_high_water() const;
 
  protected:

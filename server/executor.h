@@ -9,9 +9,11 @@
 #include <condition_variable>
 #include <deque>
 #include <functional>
-#include <mutex>
 #include <thread>
 #include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "server/sync.h"
 
 namespace vocoder::server {
 
@@ -22,7 +24,7 @@ class Executor {
   }
   ~Executor() {
     {
-      std::lock_guard lock(mu_);
+      MutexLock lock(mu_);
       stop_ = true;
     }
     cv_.notify_all();
@@ -34,7 +36,7 @@ class Executor {
   // Never blocks beyond a short critical section.
   void Post(std::function<void()> fn) {
     {
-      std::lock_guard lock(mu_);
+      MutexLock lock(mu_);
       queue_.push_back(std::move(fn));
     }
     cv_.notify_one();
@@ -45,8 +47,8 @@ class Executor {
     while (true) {
       std::function<void()> fn;
       {
-        std::unique_lock lock(mu_);
-        cv_.wait(lock, [&] { return stop_ || !queue_.empty(); });
+        MutexLock lock(mu_);
+        while (!stop_ && queue_.empty()) mu_.Wait(cv_);
         if (queue_.empty()) return;  // stopping and drained
         fn = std::move(queue_.front());
         queue_.pop_front();
@@ -55,10 +57,10 @@ class Executor {
     }
   }
 
-  std::mutex mu_;
+  Mutex mu_;
   std::condition_variable cv_;
-  std::deque<std::function<void()>> queue_;
-  bool stop_ = false;
+  std::deque<std::function<void()>> queue_ ABSL_GUARDED_BY(mu_);
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
   std::vector<std::thread> workers_;
 };
 

@@ -206,7 +206,7 @@ VoiceRegistry::VoiceRegistry(model::Vocoder& vocoder, VoiceRegistryOptions optio
 
 VoiceRegistry::~VoiceRegistry() {
   {
-    std::lock_guard lock(sync_mu_);
+    MutexLock lock(sync_mu_);
     stop_ = true;
   }
   sync_cv_.notify_all();
@@ -286,7 +286,7 @@ absl::StatusOr<VoiceRegistry::Loaded> VoiceRegistry::LoadFileLocked(const std::s
     bad_[path] = sig;
     LogWarning(absl::StrCat("ignoring ", path, " until it changes: ", s.ToString()));
     {
-      std::lock_guard lock(mu_);
+      MutexLock lock(mu_);
       ++load_failures_;
     }
     if (metrics_ != nullptr) {
@@ -363,7 +363,7 @@ void VoiceRegistry::UpdateGaugesLocked() {
 }
 
 absl::Status VoiceRegistry::Sync() {
-  std::lock_guard repo(repo_mu_);
+  MutexLock repo(repo_mu_);
   DIR* d = ::opendir(o_.dir.c_str());
   if (d == nullptr) {
     const int err = errno;
@@ -371,7 +371,7 @@ absl::Status VoiceRegistry::Sync() {
       return absl::UnavailableError(
           absl::StrCat("cannot read the voice repository ", o_.dir, ": ", ErrnoText(err)));
     }
-    std::lock_guard lock(mu_);  // no directory: no voices
+    MutexLock lock(mu_);  // no directory: no voices
     while (!voices_.empty()) EraseLocked(voices_.begin()->first);
     first_sync_done_ = true;
     return absl::OkStatus();
@@ -407,7 +407,7 @@ absl::Status VoiceRegistry::Sync() {
 
   std::vector<std::string> gone, wanted;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     for (const auto& [id, slot] : voices_) {
       if (found.count(id) == 0) gone.push_back(id);
     }
@@ -425,7 +425,7 @@ absl::Status VoiceRegistry::Sync() {
   }
   for (const auto& id : wanted) {
     {
-      std::lock_guard lock(mu_);
+      MutexLock lock(mu_);
       if (static_cast<int>(voices_.size()) >= o_.max_voices && voices_.count(id) == 0) {
         LogWarning(absl::StrCat("more than --max-voices=", o_.max_voices, " voices in ", o_.dir,
                                 "; not loading '", id, "'"));
@@ -439,7 +439,7 @@ absl::Status VoiceRegistry::Sync() {
       const double lag_s = static_cast<double>(NowUnixMs() * 1'000'000 - sig.mtime_ns) / 1e9;
       metrics_->sync_lag.Observe(std::max(0.0, lag_s));
     }
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     InsertLocked(std::move(*loaded));
   }
   first_sync_done_ = true;
@@ -470,7 +470,7 @@ void VoiceRegistry::SyncLoop() {
   auto next_scan = std::chrono::steady_clock::now() + o_.sync_interval;
   while (true) {
     {
-      std::lock_guard lock(sync_mu_);
+      MutexLock lock(sync_mu_);
       if (stop_) break;
     }
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -512,7 +512,7 @@ absl::StatusOr<VoiceEntry> VoiceRegistry::Lookup(const std::string& id, bool loa
   // is the version this replica holds.
   auto file = Locate(id);
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     auto it = voices_.find(id);
     if (!file.ok()) {
       if (it != voices_.end()) EraseLocked(id);  // deleted elsewhere
@@ -532,11 +532,11 @@ absl::StatusOr<VoiceEntry> VoiceRegistry::Lookup(const std::string& id, bool loa
   }
   // Not seen yet, changed, or evicted: load it (once: a burst of streams for
   // an evicted voice waits for one load).
-  std::lock_guard repo(repo_mu_);
+  MutexLock repo(repo_mu_);
   file = Locate(id);  // again: a Delete or Register may have run meanwhile
   bool reload = false;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     auto it = voices_.find(id);
     if (!file.ok()) {
       if (it != voices_.end()) EraseLocked(id);
@@ -563,7 +563,7 @@ absl::StatusOr<VoiceEntry> VoiceRegistry::Lookup(const std::string& id, bool loa
                      loaded.status().message(), ")"));
   }
   VoiceEntry e = loaded->entry;
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   if (reload) {
     ++reloads_;
     if (metrics_ != nullptr) {
@@ -604,9 +604,9 @@ absl::StatusOr<VoiceEntry> VoiceRegistry::Register(const std::string& id,
   e.voice = *voice;
   if (before_write_) before_write_();
 
-  std::lock_guard repo(repo_mu_);
+  MutexLock repo(repo_mu_);
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     if (static_cast<int>(voices_.size()) >= o_.max_voices && voices_.count(id) == 0) {
       return absl::ResourceExhaustedError(absl::StrCat("voice limit reached (", o_.max_voices,
                                                        ", --max-voices); delete a voice first"));
@@ -668,13 +668,13 @@ absl::StatusOr<VoiceEntry> VoiceRegistry::Register(const std::string& id,
   if (!file.ok()) return e;  // deleted at once by another replica: registered all the same
   Loaded loaded{e, file->second, file->first};
   bad_.erase(file->first);
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   InsertLocked(std::move(loaded));
   return e;
 }
 
 std::vector<VoiceEntry> VoiceRegistry::List() const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   std::vector<VoiceEntry> out;
   out.reserve(voices_.size());
   for (const auto& [id, slot] : voices_) out.push_back(slot.meta);
@@ -683,17 +683,17 @@ std::vector<VoiceEntry> VoiceRegistry::List() const {
 
 absl::Status VoiceRegistry::Delete(const std::string& id) {
   if (auto s = ValidateVoiceId(id); !s.ok()) return s;
-  std::lock_guard repo(repo_mu_);
+  MutexLock repo(repo_mu_);
   auto file = Locate(id);
   if (!file.ok()) {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     EraseLocked(id);
     return file.status();
   }
   if (::unlink(file->first.c_str()) != 0) {
     const int err = errno;
     if (err == ENOENT) {
-      std::lock_guard lock(mu_);
+      MutexLock lock(mu_);
       EraseLocked(id);
       return absl::NotFoundError(absl::StrCat("voice '", id, "' is not registered"));
     }
@@ -707,38 +707,38 @@ absl::Status VoiceRegistry::Delete(const std::string& id) {
   }
   FsyncDir(o_.dir);
   bad_.erase(file->first);
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   EraseLocked(id);
   return absl::OkStatus();
 }
 
 size_t VoiceRegistry::size() const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   return voices_.size();
 }
 
 size_t VoiceRegistry::resident() const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   return lru_.size();
 }
 
 int64_t VoiceRegistry::resident_bytes() const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   return resident_bytes_;
 }
 
 int64_t VoiceRegistry::evictions() const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   return evictions_;
 }
 
 int64_t VoiceRegistry::reloads() const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   return reloads_;
 }
 
 int64_t VoiceRegistry::load_failures() const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   return load_failures_;
 }
 

@@ -49,6 +49,7 @@
 #include "absl/status/statusor.h"
 #include "batcher/job.h"
 #include "model/vocoder.h"
+#include "server/sync.h"
 
 namespace prometheus {
 class Registry;
@@ -169,11 +170,11 @@ class VoiceRegistry {
 
   // Serializes what changes the repository or loads from it: scans,
   // registration's write, delete, reloads. Taken before mu_, never after.
-  std::mutex repo_mu_;
+  Mutex repo_mu_ ABSL_ACQUIRED_BEFORE(mu_);
   std::map<std::string, FileSig> bad_ ABSL_GUARDED_BY(repo_mu_);  // path -> failed version
   bool first_sync_done_ ABSL_GUARDED_BY(repo_mu_) = false;
 
-  mutable std::mutex mu_;
+  mutable Mutex mu_;
   std::map<std::string, Slot> voices_ ABSL_GUARDED_BY(mu_);
   std::list<std::string> lru_ ABSL_GUARDED_BY(mu_);  // front: most recently used
   int64_t resident_bytes_ ABSL_GUARDED_BY(mu_) = 0;
@@ -181,7 +182,7 @@ class VoiceRegistry {
   int64_t reloads_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t load_failures_ ABSL_GUARDED_BY(mu_) = 0;
 
-  std::mutex sync_mu_;
+  Mutex sync_mu_;
   std::condition_variable sync_cv_;
   bool stop_ ABSL_GUARDED_BY(sync_mu_) = false;
   int wake_fd_ = -1;  // eventfd: wakes the sync thread's poll to stop

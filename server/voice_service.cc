@@ -91,7 +91,7 @@ VoiceService::VoiceService(const ServiceDeps& deps) : d_(deps), worker_([this] {
 
 VoiceService::~VoiceService() {
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     stop_ = true;
   }
   cv_.notify_all();
@@ -100,7 +100,7 @@ VoiceService::~VoiceService() {
 
 bool VoiceService::Post(std::function<void()> work) {
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     if (static_cast<int>(queue_.size()) >= kMaxPendingVoiceWrites) return false;
     queue_.push_back(std::move(work));
   }
@@ -112,8 +112,8 @@ void VoiceService::Work() {
   while (true) {
     std::function<void()> work;
     {
-      std::unique_lock lock(mu_);
-      cv_.wait(lock, [&] { return stop_ || !queue_.empty(); });
+      MutexLock lock(mu_);
+      while (!stop_ && queue_.empty()) mu_.Wait(cv_);
       if (queue_.empty()) return;  // stopping, nothing left
       work = std::move(queue_.front());
       queue_.pop_front();

@@ -30,6 +30,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
+#include "server/sync.h"
 #include "vocoder/v1/vocoder.grpc.pb.h"
 
 namespace vocoder::server {
@@ -72,7 +73,7 @@ class VoiceService {
   void Work();
 
   const ServiceDeps& d_;
-  std::mutex mu_;
+  Mutex mu_;
   std::condition_variable cv_;
   std::deque<std::function<void()>> queue_ ABSL_GUARDED_BY(mu_);
   bool stop_ ABSL_GUARDED_BY(mu_) = false;

@@ -211,6 +211,38 @@ TEST_F(CallCoreTest, NoWriteStartsAfterTheFinishWhenAJobFailsBehindASlowReader) 
   EXPECT_EQ(Requests("INTERNAL"), 1);
 }
 
+// A stream response over the message limit (F32 audio under a small
+// --max-message-bytes) is refused before the transport would reject it, and
+// counted under the code the client is given, not as CANCELLED; an S16 stream
+// whose responses fit runs to the end.
+TEST_F(CallCoreTest, OversizeAudioResponseIsRefusedAndCountedWithItsCode) {
+  // A 20-token utterance in one final chunk is one job: at most 20 x 960
+  // samples in all, 76.8 kB in F32 (its first audio response alone is over
+  // 48 KiB) and at most 38.4 kB in S16.
+  limits_.max_message_bytes = 48 << 10;
+  {
+    FakeStreamCall call(*deps_, /*reading=*/true);
+    ASSERT_TRUE(SendUtterance(call, 20, /*chunk=*/20, v1::PCM_F32LE));
+    const ClientView v = call.WaitDone();
+    EXPECT_EQ(v.status.code(), absl::StatusCode::kInvalidArgument) << v.status;
+    EXPECT_THAT(std::string(v.status.message()), HasSubstr("--max-message-bytes"));
+    EXPECT_THAT(std::string(v.status.message()), HasSubstr("PCM_S16LE"));
+    EXPECT_LE(v.largest_write_bytes, static_cast<size_t>(limits_.max_message_bytes));
+    EXPECT_EQ(v.audio_samples, 0);
+  }
+  EXPECT_EQ(Requests("INVALID_ARGUMENT"), 1);
+  EXPECT_EQ(Requests("CANCELLED"), 0);
+  {
+    FakeStreamCall call(*deps_, /*reading=*/true);
+    ASSERT_TRUE(SendUtterance(call, 20, /*chunk=*/20, v1::PCM_S16LE));
+    const ClientView v = call.WaitDone();
+    EXPECT_TRUE(v.status.ok()) << v.status;
+    EXPECT_EQ(v.audio_samples, 20 * 960);
+    EXPECT_LE(v.largest_write_bytes, static_cast<size_t>(limits_.max_message_bytes));
+  }
+  EXPECT_EQ(Requests("OK"), 1);
+}
+
 // Item 8: a stream that sends its config and then nothing is finished after
 // the idle timeout with a clear status, counted; one still sending is not.
 TEST_F(CallCoreTest, IdleStreamIsFinishedCountedAndReleasesItsSlot) {

@@ -11,6 +11,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
+#include <future>
 #include <string>
 #include <thread>
 #include <vector>
@@ -60,16 +61,20 @@ TEST(VocoderdMetricsProcessTest, StuckMetricsClientsHoldNeitherScrapesNorShutdow
   const int mport = std::atoi(line.c_str() + at + 16);
 
   std::atomic<bool> stop{false};
+  std::promise<void> slow_connected;
   std::thread slow([&] {  // a byte a second, for as long as the test runs
     const int fd = ConnectLocal(mport);
     const std::string req = "GET /metrics HTTP/1.1\r\nHost: x\r\nX-Pad: " + std::string(100, 'a');
     for (size_t i = 0; i < req.size() && !stop.load(); ++i) {
       if (!SendAll(fd, req.substr(i, 1))) break;
+      if (i == 0) slow_connected.set_value();
+      // Pacing only: the client is slow, which is what it is here for.
       for (int t = 0; t < 10 && !stop.load(); ++t) std::this_thread::sleep_for(milliseconds(100));
     }
     close(fd);
   });
-  std::this_thread::sleep_for(milliseconds(200));  // the slow client connects first
+  // The slow client connects and sends its first byte before the others.
+  ASSERT_EQ(slow_connected.get_future().wait_for(seconds(60)), std::future_status::ready);
   std::vector<int> stuck;
   for (int i = 0; i < 4; ++i) stuck.push_back(ConnectLocal(mport));  // idle
   for (int i = 0; i < 2; ++i) {                                      // never read

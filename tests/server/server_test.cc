@@ -10,6 +10,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <thread>
 
@@ -17,6 +18,7 @@
 #include "google/rpc/status.pb.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "tests/testing/test_model.h"
+#include "tests/testing/wait.h"
 #include "tools/client/vocoder_client.h"
 
 namespace vocoder::server {
@@ -25,6 +27,7 @@ namespace {
 using ::testing::HasSubstr;
 
 using vocoder::testing::TestModelDir;
+using vocoder::testing::WaitFor;
 
 config::Config TestConfig() {
   config::Config c;
@@ -288,18 +291,14 @@ TEST_F(ServerTest, NonReadingClientsAreHeldBackAndGetTheirAudioLater) {
   // Held back, the quiet streams stop once their queued audio and gRPC's own
   // flow-control window are full (how many chunks that is depends on the
   // transport's window, which grows with BDP probing); without backpressure
-  // they would be vocoded whole while nobody reads. So let the server settle
-  // (no job submitted for 1 s), count what the quiet streams were given, and
-  // compare it with what their whole utterances take once they do read.
+  // they would be vocoded whole while nobody reads. So wait until both are
+  // held (no job in flight, waiting for their client to read), count what
+  // they were given, and compare it with what their whole utterances take
+  // once they do read.
   const auto reader_jobs = static_cast<int64_t>(reader.chunks.size()) + 1;
-  auto settled = server_->batcher().stats().submitted;
-  for (int quiet_ticks = 0, i = 0; quiet_ticks < 10 && i < 300; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    const auto now = server_->batcher().stats().submitted;
-    quiet_ticks = now == settled ? quiet_ticks + 1 : 0;
-    settled = now;
-  }
-  const auto held = settled - reader_jobs;
+  ASSERT_TRUE(WaitFor([&] { return server_->calls().WaitingForClient() == quiet.size(); }))
+      << "the non-reading streams were never held back";
+  const auto held = server_->batcher().stats().submitted - reader_jobs;
   for (auto& q : quiet) {
     v1::StreamVocodeResponse r;
     uint64_t samples = 0;
@@ -350,8 +349,7 @@ TEST(ServerLimitsTest, StreamCapGivesResourceExhausted) {
   slow.tokens_per_second = 25;
   std::thread first(
       [&] { EXPECT_TRUE(client.Stream(client::DemoTokens(50, 7), slow).status.ok()); });
-  while ((*s)->state().streams.load() == 0)
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  ASSERT_TRUE(WaitFor([&] { return (*s)->state().streams.load() > 0; }));
   client::StreamOptions o;
   o.voice_id = "alice";
   const auto r = client.Stream(client::DemoTokens(10, 8), o);
@@ -380,11 +378,9 @@ TEST_F(ServerTest, DrainFinishesActiveStreamsAndRefusesNewOnes) {
   o.tokens_per_second = 50;  // ~2 s of sending
   client::StreamResult active;
   std::thread streamer([&] { active = client_->Stream(client::DemoTokens(100, 9), o); });
-  while (server_->state().streams.load() == 0)
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  ASSERT_TRUE(WaitFor([&] { return server_->state().streams.load() > 0; }));
   std::thread drainer([&] { server_->Drain(std::chrono::seconds(30)); });
-  while (!server_->state().draining.load())
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  ASSERT_TRUE(WaitFor([&] { return server_->state().draining.load(); }));
   {
     grpc::ClientContext ctx;
     grpc::health::v1::HealthCheckResponse resp;
@@ -424,19 +420,39 @@ TEST(VocoderdProcessTest, SigtermDrainsAndExitsZero) {
   const int port = std::atoi(line.c_str() + at + 5);
   client::VocoderClient client(
       grpc::CreateChannel("127.0.0.1:" + std::to_string(port), grpc::InsecureChannelCredentials()));
-  client::StreamOptions o;
-  o.voice_id = "alice";
-  o.chunk_tokens = 10;
-  o.tokens_per_second = 50;
-  client::StreamResult r;
-  std::thread streamer([&] { r = client.Stream(client::DemoTokens(75, 11), o); });
-  std::this_thread::sleep_for(std::chrono::milliseconds(400));
+  // The stream is admitted (its `started` came back) before the signal, and
+  // sends its tokens after it: the drain must wait for it, whatever the
+  // machine's speed (no sleep deciding which comes first).
+  grpc::ClientContext ctx;
+  auto stream = client.stub().StreamVocode(&ctx);
+  v1::StreamVocodeRequest config;
+  config.mutable_config()->set_voice_id("alice");
+  config.mutable_config()->set_encoding(v1::PCM_S16LE);
+  ASSERT_TRUE(stream->Write(config));
+  v1::StreamVocodeResponse response;
+  ASSERT_TRUE(stream->Read(&response));
+  ASSERT_TRUE(response.has_started());
   kill(pid, SIGTERM);
-  streamer.join();
+  const auto tokens = client::DemoTokens(75, 11);
+  for (size_t at = 0, seq = 0; at < tokens.size(); at += 10, ++seq) {
+    v1::StreamVocodeRequest chunk;
+    for (size_t i = at; i < std::min(tokens.size(), at + 10); ++i) {
+      chunk.mutable_chunk()->add_tokens(static_cast<uint32_t>(tokens[i]));
+    }
+    chunk.mutable_chunk()->set_sequence_number(seq);
+    chunk.mutable_chunk()->set_is_final(at + 10 >= tokens.size());
+    ASSERT_TRUE(stream->Write(chunk)) << "the stream was cut at chunk " << seq;
+  }
+  stream->WritesDone();
+  uint64_t samples = 0;
+  while (stream->Read(&response)) {
+    if (response.has_audio()) samples += response.audio().num_samples();
+  }
+  const grpc::Status finished = stream->Finish();
   int status = 0;
   waitpid(pid, &status, 0);
-  EXPECT_TRUE(r.status.ok()) << r.status.error_message();
-  EXPECT_EQ(r.audio.size(), 75u * 960);
+  EXPECT_TRUE(finished.ok()) << finished.error_message();
+  EXPECT_EQ(samples, 75u * 960);
   ASSERT_TRUE(WIFEXITED(status));
   EXPECT_EQ(WEXITSTATUS(status), 0);
 }

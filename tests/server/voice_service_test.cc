@@ -21,6 +21,7 @@
 #include "server/server.h"
 #include "server/voice_file.h"
 #include "tests/testing/test_model.h"
+#include "tests/testing/wait.h"
 #include "tools/client/vocoder_client.h"
 
 namespace vocoder::server {
@@ -226,13 +227,9 @@ TEST_F(VoiceServiceTest, VoiceRpcsAreRefusedWhileDraining) {
   o.tokens_per_second = 50;  // ~2 s of sending keeps the drain waiting
   client::StreamResult active;
   std::thread streamer([&] { active = client_->Stream(client::DemoTokens(100, 9), o); });
-  while (server_->state().streams.load() == 0) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
+  ASSERT_TRUE(vocoder::testing::WaitFor([&] { return server_->state().streams.load() > 0; }));
   std::thread drainer([&] { server_->Drain(std::chrono::seconds(120)); });
-  while (!server_->state().draining.load()) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
+  ASSERT_TRUE(vocoder::testing::WaitFor([&] { return server_->state().draining.load(); }));
   auto& stub = client_->stub();
   v1::Voice voice;
   {

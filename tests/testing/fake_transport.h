@@ -6,6 +6,7 @@
 #ifndef VOCODER_TESTS_TESTING_FAKE_TRANSPORT_H_
 #define VOCODER_TESTS_TESTING_FAKE_TRANSPORT_H_
 
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <map>
@@ -84,6 +85,7 @@ struct ClientView {
   bool saw_final = false;
   int writes_after_finish = 0;
   int reads_after_finish = 0;
+  size_t largest_write_bytes = 0;  // serialized, of every write started
 };
 
 class FakeStreamCall;
@@ -202,6 +204,7 @@ class FakeStreamCall {
   void OnWrite(const v1::StreamVocodeResponse* w) {
     std::lock_guard lock(mu_);
     if (view_.finished) ++view_.writes_after_finish;
+    view_.largest_write_bytes = std::max(view_.largest_write_bytes, w->ByteSizeLong());
     write_ = w;
     changed_.notify_all();
   }
