@@ -26,11 +26,11 @@ void Read(const json& j, const char* key, T& out) {
 // What each variant's sampler and traced estimator are (docs/model-format.md).
 struct VariantSpec {
   const char* name;
-  int n_timesteps;           // default when the manifest has none
-  double cfg_rate;           // default; turbo allows only 0
-  const char* t_schedule;    // the only schedule the variant samples on
-  bool guidance;             // cfg_rate > 0 allowed (CFG by batch doubling)
-  int n_estimator_inputs;    // prefix of kEstimatorInputs
+  int n_timesteps;         // default when the manifest has none
+  double cfg_rate;         // default; turbo allows only 0
+  const char* t_schedule;  // the only schedule the variant samples on
+  bool guidance;           // cfg_rate > 0 allowed (CFG by batch doubling)
+  int n_estimator_inputs;  // prefix of kEstimatorInputs
 };
 constexpr const char* kEstimatorInputs[] = {"x", "mask", "mu", "t", "spks", "cond", "r"};
 constexpr VariantSpec kVariants[] = {
@@ -70,7 +70,8 @@ absl::Status CheckVariantServed(const Manifest& m) {
   return absl::FailedPreconditionError(absl::StrCat(
       "model in ", m.dir, " is the '", m.variant,
       "' variant (Chatterbox Turbo's meanflow decoder: 2 linear steps, end-time input r, no "
-      "CFG); this build of vocoderd does not serve the ", m.variant,
+      "CFG); this build of vocoderd does not serve the ",
+      m.variant,
       " variant yet and will not run it as the standard model: serve a standard export "
       "(tools/export_s3gen.py --variant standard)"));
 }
@@ -157,14 +158,13 @@ absl::StatusOr<Manifest> ReadManifest(const std::string& dir, bool verify_hashes
   }
   const VariantSpec& spec = *FindVariant(m.variant);
   if (m.t_schedule != "cosine" && m.t_schedule != "linear") {
-    return absl::InvalidArgumentError(absl::StrCat(
-        path, ": t_schedule '", m.t_schedule, "' is not supported (cosine or linear)"));
+    return absl::InvalidArgumentError(absl::StrCat(path, ": t_schedule '", m.t_schedule,
+                                                   "' is not supported (cosine or linear)"));
   }
   if (m.t_schedule != spec.t_schedule) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": t_schedule '", m.t_schedule,
-                                                   "' does not fit variant '", m.variant,
-                                                   "', which samples on the ", spec.t_schedule,
-                                                   " schedule; re-export the model"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        path, ": t_schedule '", m.t_schedule, "' does not fit variant '", m.variant,
+        "', which samples on the ", spec.t_schedule, " schedule; re-export the model"));
   }
   if (!spec.guidance && m.cfg_rate != 0.0) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -174,10 +174,10 @@ absl::StatusOr<Manifest> ReadManifest(const std::string& dir, bool verify_hashes
   const std::vector<std::string> want_inputs(kEstimatorInputs,
                                              kEstimatorInputs + spec.n_estimator_inputs);
   if (m.estimator_inputs != want_inputs) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        path, ": estimator_inputs [", absl::StrJoin(m.estimator_inputs, ", "),
-        "] are not variant '", m.variant, "''s [", absl::StrJoin(want_inputs, ", "),
-        "]; re-export the model"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": estimator_inputs [", absl::StrJoin(m.estimator_inputs, ", "),
+                     "] are not variant '", m.variant, "''s [", absl::StrJoin(want_inputs, ", "),
+                     "]; re-export the model"));
   }
   // The ranges the runner's arithmetic and fixed-size state rely on (e.g.
   // VocodeJob::hift_phase holds kMaxHarmonics values; products of these stay

@@ -31,10 +31,10 @@ inline constexpr char kVariantStandard[] = "standard";
 inline constexpr char kVariantTurbo[] = "turbo";
 
 struct Manifest {
-  std::string dir;     // the model directory (absolute or as given)
-  std::string size;    // "tiny" | "full" | ...
-  std::string source;  // "random-init" | "checkpoint"
-  std::string device;  // "cpu" | "cuda": where the modules were traced
+  std::string dir;                         // the model directory (absolute or as given)
+  std::string size;                        // "tiny" | "full" | ...
+  std::string source;                      // "random-init" | "checkpoint"
+  std::string device;                      // "cpu" | "cuda": where the modules were traced
   std::string variant = kVariantStandard;  // kVariantStandard | kVariantTurbo
   std::string encoder_dtype = "float32";
   std::string estimator_dtype = "float32";

@@ -122,8 +122,8 @@ TEST_F(ManifestTest, RefusesToServeTurboUntilTheRunnerDoes) {
                           HasSubstr("does not serve the turbo variant yet")));
   auto read = Read(R"(, "variant": "turbo")");
   ASSERT_TRUE(read.ok()) << read.status();
-  EXPECT_THAT(CheckVariantServed(*read), StatusIs(absl::StatusCode::kFailedPrecondition,
-                                                  HasSubstr("--variant standard")));
+  EXPECT_THAT(CheckVariantServed(*read),
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("--variant standard")));
   auto standard = Read("");
   ASSERT_TRUE(standard.ok()) << standard.status();
   EXPECT_TRUE(CheckVariantServed(*standard).ok());
@@ -138,12 +138,12 @@ TEST_F(ManifestTest, RejectsUnknownVariantsAndMismatchedSamplerFields) {
   EXPECT_THAT(Read(R"(, "t_schedule": "sigmoid")"),
               StatusIs(absl::StatusCode::kInvalidArgument,
                        HasSubstr("t_schedule 'sigmoid' is not supported")));
-  EXPECT_THAT(Read(R"(, "t_schedule": "linear")"),
-              StatusIs(absl::StatusCode::kInvalidArgument,
-                       HasSubstr("does not fit variant 'standard'")));
-  EXPECT_THAT(Read(R"(, "variant": "turbo", "t_schedule": "cosine")"),
-              StatusIs(absl::StatusCode::kInvalidArgument,
-                       HasSubstr("does not fit variant 'turbo'")));
+  EXPECT_THAT(
+      Read(R"(, "t_schedule": "linear")"),
+      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("does not fit variant 'standard'")));
+  EXPECT_THAT(
+      Read(R"(, "variant": "turbo", "t_schedule": "cosine")"),
+      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("does not fit variant 'turbo'")));
   EXPECT_THAT(Read(R"(, "variant": "turbo", "cfg_rate": 0.7)"),
               StatusIs(absl::StatusCode::kInvalidArgument,
                        HasSubstr("cfg_rate must be 0 for variant 'turbo'")));
