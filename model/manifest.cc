@@ -176,8 +176,8 @@ absl::StatusOr<Manifest> ReadManifest(const std::string& dir, bool verify_hashes
   if (m.estimator_inputs != want_inputs) {
     return absl::InvalidArgumentError(
         absl::StrCat(path, ": estimator_inputs [", absl::StrJoin(m.estimator_inputs, ", "),
-                     "] are not variant '", m.variant, "''s [", absl::StrJoin(want_inputs, ", "),
-                     "]; re-export the model"));
+                     "] do not match variant '", m.variant, "' (its estimator takes [",
+                     absl::StrJoin(want_inputs, ", "), "]); re-export the model"));
   }
   // The ranges the runner's arithmetic and fixed-size state rely on (e.g.
   // VocodeJob::hift_phase holds kMaxHarmonics values; products of these stay
