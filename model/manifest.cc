@@ -10,6 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "nlohmann/json.hpp"
 
 namespace vocoder::model {
@@ -20,6 +21,28 @@ using nlohmann::json;
 template <typename T>
 void Read(const json& j, const char* key, T& out) {
   if (j.contains(key) && !j.at(key).is_null()) out = j.at(key).get<T>();
+}
+
+// What each variant's sampler and traced estimator are (docs/model-format.md).
+struct VariantSpec {
+  const char* name;
+  int n_timesteps;         // default when the manifest has none
+  double cfg_rate;         // default; turbo allows only 0
+  const char* t_schedule;  // the only schedule the variant samples on
+  bool guidance;           // cfg_rate > 0 allowed (CFG by batch doubling)
+  int n_estimator_inputs;  // prefix of kEstimatorInputs
+};
+constexpr const char* kEstimatorInputs[] = {"x", "mask", "mu", "t", "spks", "cond", "r"};
+constexpr VariantSpec kVariants[] = {
+    {kVariantStandard, 10, 0.7, "cosine", true, 6},
+    {kVariantTurbo, 2, 0.0, "linear", false, 7},
+};
+
+const VariantSpec* FindVariant(const std::string& name) {
+  for (const VariantSpec& v : kVariants) {
+    if (name == v.name) return &v;
+  }
+  return nullptr;
 }
 
 }  // namespace
@@ -42,7 +65,26 @@ absl::StatusOr<std::string> Sha256File(const std::string& path) {
   return hex;
 }
 
+absl::Status CheckVariantServed(const Manifest& m) {
+  if (m.variant == kVariantStandard) return absl::OkStatus();
+  return absl::FailedPreconditionError(absl::StrCat(
+      "model in ", m.dir, " is the '", m.variant,
+      "' variant (Chatterbox Turbo's meanflow decoder: 2 linear steps, end-time input r, no "
+      "CFG); this build of vocoderd does not serve the ",
+      m.variant,
+      " variant yet and will not run it as the standard model: serve a standard export "
+      "(tools/export_s3gen.py --variant standard)"));
+}
+
 absl::StatusOr<Manifest> LoadManifest(const std::string& dir, bool verify_hashes,
+                                      bool require_weights) {
+  auto m = ReadManifest(dir, verify_hashes, require_weights);
+  if (!m.ok()) return m.status();
+  if (auto s = CheckVariantServed(*m); !s.ok()) return s;
+  return m;
+}
+
+absl::StatusOr<Manifest> ReadManifest(const std::string& dir, bool verify_hashes,
                                       bool require_weights) {
   namespace fs = std::filesystem;
   const std::string path = dir + "/manifest.json";
@@ -67,6 +109,18 @@ absl::StatusOr<Manifest> LoadManifest(const std::string& dir, bool verify_hashes
                                                      "' is not supported (want '", kManifestFormat,
                                                      "'); re-export with this version's tool"));
     }
+    Read(j, "variant", m.variant);
+    const VariantSpec* spec = FindVariant(m.variant);
+    if (spec == nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          path, ": variant '", m.variant,
+          "' is not supported (known: standard, turbo); export with tools/export_s3gen.py "
+          "--variant standard|turbo"));
+    }
+    m.n_timesteps = spec->n_timesteps;
+    m.cfg_rate = spec->cfg_rate;
+    m.t_schedule = spec->t_schedule;
+    m.estimator_inputs.assign(kEstimatorInputs, kEstimatorInputs + spec->n_estimator_inputs);
     Read(j, "size", m.size);
     Read(j, "source", m.source);
     Read(j, "device", m.device);
@@ -85,6 +139,7 @@ absl::StatusOr<Manifest> LoadManifest(const std::string& dir, bool verify_hashes
     Read(j, "n_timesteps", m.n_timesteps);
     Read(j, "cfg_rate", m.cfg_rate);
     Read(j, "t_schedule", m.t_schedule);
+    Read(j, "estimator_inputs", m.estimator_inputs);
     Read(j, "lookahead_frames", m.lookahead_frames);
     Read(j, "max_positions", m.max_positions);
     Read(j, "max_row_tokens", m.max_row_tokens);
@@ -101,9 +156,28 @@ absl::StatusOr<Manifest> LoadManifest(const std::string& dir, bool verify_hashes
     return absl::InvalidArgumentError(
         absl::StrCat(path, ": device must be 'cpu' or 'cuda'; was '", m.device, "'"));
   }
-  if (m.t_schedule != "cosine") {
+  const VariantSpec& spec = *FindVariant(m.variant);
+  if (m.t_schedule != "cosine" && m.t_schedule != "linear") {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": t_schedule '", m.t_schedule,
+                                                   "' is not supported (cosine or linear)"));
+  }
+  if (m.t_schedule != spec.t_schedule) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        path, ": t_schedule '", m.t_schedule, "' does not fit variant '", m.variant,
+        "', which samples on the ", spec.t_schedule, " schedule; re-export the model"));
+  }
+  if (!spec.guidance && m.cfg_rate != 0.0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        path, ": cfg_rate must be 0 for variant '", m.variant,
+        "' (its decoder was distilled without classifier-free guidance); was ", m.cfg_rate));
+  }
+  const std::vector<std::string> want_inputs(kEstimatorInputs,
+                                             kEstimatorInputs + spec.n_estimator_inputs);
+  if (m.estimator_inputs != want_inputs) {
     return absl::InvalidArgumentError(
-        absl::StrCat(path, ": t_schedule '", m.t_schedule, "' is not supported (only cosine)"));
+        absl::StrCat(path, ": estimator_inputs [", absl::StrJoin(m.estimator_inputs, ", "),
+                     "] do not match variant '", m.variant, "' (its estimator takes [",
+                     absl::StrJoin(want_inputs, ", "), "]); re-export the model"));
   }
   // The ranges the runner's arithmetic and fixed-size state rely on (e.g.
   // VocodeJob::hift_phase holds kMaxHarmonics values; products of these stay

@@ -21,11 +21,21 @@ inline constexpr char kManifestFormat[] = "vocoderd-s3gen/1";
 inline constexpr int kMaxHarmonics = 9;
 inline constexpr int kMaxTokenVocab = 6561;
 
+// Model variants (manifest `variant`; absent means standard):
+//   standard: S3Gen's flow decoder, Euler on the cosine schedule with
+//             classifier-free guidance by batch doubling (cfg_rate > 0 allowed).
+//   turbo:    Chatterbox Turbo's meanflow decoder, Euler on the linear
+//             schedule, the estimator takes the end time r per row, no
+//             guidance (cfg_rate 0).
+inline constexpr char kVariantStandard[] = "standard";
+inline constexpr char kVariantTurbo[] = "turbo";
+
 struct Manifest {
-  std::string dir;     // the model directory (absolute or as given)
-  std::string size;    // "tiny" | "full" | ...
-  std::string source;  // "random-init" | "checkpoint"
-  std::string device;  // "cpu" | "cuda": where the modules were traced
+  std::string dir;                         // the model directory (absolute or as given)
+  std::string size;                        // "tiny" | "full" | ...
+  std::string source;                      // "random-init" | "checkpoint"
+  std::string device;                      // "cpu" | "cuda": where the modules were traced
+  std::string variant = kVariantStandard;  // kVariantStandard | kVariantTurbo
   std::string encoder_dtype = "float32";
   std::string estimator_dtype = "float32";
   std::string hift_dtype = "float32";
@@ -36,9 +46,14 @@ struct Manifest {
   int mel_bins = 80;
   int spk_dim = 192;
   int harmonics = 9;
+  // Sampler defaults; when absent they default per variant (standard: 10,
+  // 0.7, "cosine"; turbo: 2, 0, "linear").
   int n_timesteps = 10;
   double cfg_rate = 0.7;
   std::string t_schedule = "cosine";
+  // The traced estimator's inputs, in call order; when absent, the variant's:
+  // standard x, mask, mu, t, spks, cond; turbo the same and then r.
+  std::vector<std::string> estimator_inputs;
   int lookahead_frames = 6;
   int max_positions = 5000;
   int max_row_tokens = 2500;
@@ -52,15 +67,28 @@ struct Manifest {
   std::string Path(const std::string& relative) const { return dir + "/" + relative; }
 };
 
-// Reads and checks DIR/manifest.json: format, constants within the ranges
-// the runner supports, every named path relative and inside DIR, required
-// files present (regular files) and, if `verify_hashes`, their sha256.
+// Reads and checks DIR/manifest.json: format, variant and its sampler
+// fields (schedule, guidance and estimator inputs must be the variant's),
+// constants within the ranges the runner supports, every named path relative
+// and inside DIR, required files present (regular files) and, if
+// `verify_hashes`, their sha256. Accepts every variant this format defines.
 // NotFound when the directory or a file is missing; DataLoss on a hash
-// mismatch; InvalidArgument on a malformed or incompatible manifest.
-// Messages name the file and what to do.
+// mismatch; InvalidArgument on a malformed or incompatible manifest (an
+// unknown variant or schedule included). Messages name the file and what to do.
 // `require_weights` false (the simulator): the traced modules and buffers
 // (the files LoadVocoder reads weights from) may be absent or unlisted; every
 // other listed file is still checked.
+absl::StatusOr<Manifest> ReadManifest(const std::string& dir, bool verify_hashes = true,
+                                      bool require_weights = true);
+
+// OK when this build's runners serve `m.variant`; FailedPrecondition for a
+// variant the format defines but this build does not run yet (turbo), with a
+// message that says so, so an export is never run as another variant.
+absl::Status CheckVariantServed(const Manifest& m);
+
+// ReadManifest, then CheckVariantServed: what a runner (LoadVocoder, the
+// simulator) loads a model directory with. Same codes as ReadManifest, plus
+// FailedPrecondition for an unserved variant.
 absl::StatusOr<Manifest> LoadManifest(const std::string& dir, bool verify_hashes = true,
                                       bool require_weights = true);
 

@@ -5,10 +5,14 @@ Writes the model directory described in docs/model-format.md: four traced
 TorchScript modules (encoder, estimator, hift_source, hift_decode), the fixed
 noise buffers, voices, golden reference cases and manifest.json. The model is
 built from the official chatterbox-tts 0.1.7 classes, either randomly
-initialised (tests, CI) or loaded from a released s3gen checkpoint.
+initialised (tests, CI) or loaded from a released s3gen checkpoint. Two
+variants: standard (Chatterbox's S3Gen, 10 steps with CFG) and turbo
+(Chatterbox Turbo's meanflow decoder, 2 steps, an extra end-time input r, no CFG).
 
   tools/export_s3gen.py --random-init --seed 0 --size tiny --out /tmp/m
   tools/export_s3gen.py --checkpoint s3gen.safetensors --conds conds.pt --out models/s3gen
+  tools/export_s3gen.py --variant turbo --checkpoint s3gen_meanflow.safetensors \
+      --conds conds.pt --out models/s3gen-turbo
 
 Exit codes: 0 ok; 1 a self-check failed; 2 bad arguments or unreadable/mismatched inputs.
 """
@@ -77,8 +81,13 @@ def parse_args(argv):
     src.add_argument("--random-init", action="store_true",
                      help="randomly initialise the official modules (seeded by --seed)")
     src.add_argument("--checkpoint", metavar="PATH",
-                     help="released s3gen.safetensors or s3gen.pt; flow.* and mel2wav.* are "
-                          "loaded, tokenizer.* and speaker_encoder.* ignored")
+                     help="released s3gen.safetensors or s3gen.pt (--variant turbo: "
+                          "s3gen_meanflow.safetensors); flow.* and mel2wav.* are loaded "
+                          "strictly, tokenizer.* and speaker_encoder.* ignored")
+    p.add_argument("--variant", choices=list(s3model.VARIANTS), default="standard",
+                   help="standard = S3Gen (10 cosine steps, CFG 0.7); turbo = Chatterbox "
+                        "Turbo's meanflow decoder (2 linear steps, end-time input r, no CFG) "
+                        "(default standard)")
     p.add_argument("--seed", type=int, default=0, help="torch seed of --random-init (default 0)")
     p.add_argument("--size", choices=sorted(s3model.SIZES), default="full",
                    help="full = the released architecture; tiny = same classes, small widths "
@@ -149,9 +158,13 @@ def _parametrized_name(key):
     return key
 
 
-def load_checkpoint(model, size, state, path):
+MEANFLOW_KEY = "flow.decoder.estimator.time_embed_mixer.weight"  # only turbo checkpoints
+
+
+def load_checkpoint(model, size, state, path, variant="standard"):
     """Loads flow.* and mel2wav.* of `state` strictly (into the weight-norm
-    parametrized model); names missing, unexpected and mis-shaped keys in the error."""
+    parametrized model); names missing, unexpected and mis-shaped keys in the
+    error, and the other --variant when the meanflow key says it is that one."""
     ignored = [k for k in state if k.startswith(("tokenizer.", "speaker_encoder."))]
     state = {_parametrized_name(k): v for k, v in state.items() if k not in set(ignored)}
     want = model.state_dict()
@@ -167,8 +180,16 @@ def load_checkpoint(model, size, state, path):
     if mis_shaped:
         problems.append(f"shape mismatches {_listing(mis_shaped)} (wrong --size?)")
     if problems:
-        raise ExportError(f"checkpoint {path} does not fit the --size {size} S3Gen "
-                          f"architecture: " + "; ".join(problems))
+        hint = ""
+        if MEANFLOW_KEY in state and MEANFLOW_KEY not in want:
+            hint = (f"; it has {MEANFLOW_KEY}, so it is a Chatterbox Turbo (meanflow) "
+                    "checkpoint: export it with --variant turbo")
+        elif MEANFLOW_KEY in want and MEANFLOW_KEY not in state:
+            hint = (f"; it lacks {MEANFLOW_KEY}, so it is not a Chatterbox Turbo (meanflow) "
+                    "checkpoint: export it with --variant standard (turbo wants "
+                    "s3gen_meanflow.safetensors)")
+        raise ExportError(f"checkpoint {path} does not fit the --size {size} --variant "
+                          f"{variant} S3Gen architecture: " + "; ".join(problems) + hint)
     model.load_state_dict(state, strict=True)
     log(f"loaded {len(state)} flow/mel2wav tensors from {path} (ignored {len(ignored)} "
         "tokenizer/speaker_encoder tensors)")
@@ -249,8 +270,11 @@ def trace_all(model, dev, dtype):
         mask = torch.zeros(n, 1, t)
         for i, length in enumerate(lens):
             mask[i, :, :length] = 1
-        return (rand(n, 80, t), mask.to(dev, dtype), rand(n, 80, t),
-                torch.rand(n, generator=g).to(dev, dtype), rand(n, 80), rand(n, 80, t))
+        inputs = (rand(n, 80, t), mask.to(dev, dtype), rand(n, 80, t),
+                  torch.rand(n, generator=g).to(dev, dtype), rand(n, 80), rand(n, 80, t))
+        if model.flow.decoder.estimator.meanflow:  # r per row, after the six
+            inputs += (torch.rand(n, generator=g).to(dev, dtype),)
+        return inputs
 
     def src_inputs(b, f):
         phase = (torch.rand(b, 9, 1, generator=g) * 2 - 1) * torch.pi
@@ -262,7 +286,8 @@ def trace_all(model, dev, dtype):
     mods = {}
     mods["encoder"] = trace_checked("encoder", wrappers.Encoder(model.flow),
                                     enc_inputs([37, 30]), enc_inputs([53, 41, 20]), tol_flow)
-    mods["estimator"] = trace_checked("estimator", wrappers.Estimator(model.flow.decoder.estimator),
+    mods["estimator"] = trace_checked("estimator",
+                                      wrappers.estimator_for(model.flow.decoder.estimator),
                                       est_inputs([64, 64, 50, 50]),
                                       est_inputs([97, 60, 97, 60, 97, 80]), tol_flow)
     src = wrappers.HiftSource(model.mel2wav)
@@ -278,7 +303,7 @@ def trace_all(model, dev, dtype):
     return mods
 
 
-def make_golden(model, voices, buffers, staging):
+def make_golden(model, voices, buffers, staging, variant="standard"):
     """Writes golden/<case>.pt and golden/cases.json from the official eager
     modules; returns the cases with their inputs and outputs for the self-check."""
     names = sorted(voices)
@@ -286,13 +311,14 @@ def make_golden(model, voices, buffers, staging):
     cases = []
     for spec in GOLDEN_CASES:
         case = dict(spec, voice=names[spec["voice"] % len(names)],
-                    n_timesteps=reference.N_TIMESTEPS)
+                    n_timesteps=reference.VARIANTS[variant]["n_timesteps"])
         tokens = torch.randint(0, 6561, (case["tokens_len"],), generator=g)
         phase = (torch.rand(9, generator=g) * 2 - 1) * torch.pi
         phase[0] = 0
         t0 = time.time()
         mel, wav = reference.golden_case(model, voices[case["voice"]], tokens, case,
-                                         buffers["flow_noise"], buffers["hift_noise"], phase)
+                                         buffers["flow_noise"], buffers["hift_noise"], phase,
+                                         variant)
         artifacts.save_bag(os.path.join(staging, "golden", case["name"] + ".pt"),
                            {"tokens": tokens, "hift_phase": phase, "mel": mel, "wav": wav})
         log(f"golden {case['name']}: voice {case['voice']}, {case['tokens_len']} tokens, "
@@ -309,7 +335,7 @@ def make_golden(model, voices, buffers, staging):
     return cases
 
 
-def self_check(root, cases, dev, dtype):
+def self_check(root, cases, dev, dtype, variant="standard"):
     """Reloads the written files and runs the runner algorithm on the traced
     modules, all cases in one batch; returns the worst relative L2 error."""
     mods = {n: torch.jit.load(os.path.join(root, n + ".pt"), map_location=dev)
@@ -318,7 +344,8 @@ def self_check(root, cases, dev, dtype):
     jobs = [dict(c, voice=artifacts.load_bag(os.path.join(root, "voices", c["voice"] + ".pt")))
             for c in cases]
     worst = 0.0
-    for case, (mel, wav) in zip(cases, reference.run_traced(mods, buffers, jobs, dev, dtype)):
+    for case, (mel, wav) in zip(cases, reference.run_traced(mods, buffers, jobs, dev, dtype,
+                                                            variant)):
         e_mel, e_wav = reference.rel_l2(mel, case["mel"]), reference.rel_l2(wav, case["wav"])
         log(f"self-check {case['name']}: traced batch of {len(cases)} vs golden: "
             f"rel L2 mel {e_mel:.2e}, wav {e_wav:.2e}")
@@ -338,10 +365,10 @@ def export(args):
 
     t0 = time.time()
     state = read_state_dict(args.checkpoint) if args.checkpoint else None
-    model = s3model.build(args.size, args.seed)
+    model = s3model.build(args.size, args.seed, args.variant)
     flow_params, hift_params_wn = count(model.flow), count(model.mel2wav)
     if args.checkpoint:
-        load_checkpoint(model, args.size, state, args.checkpoint)
+        load_checkpoint(model, args.size, state, args.checkpoint, args.variant)
         del state
     folded = s3model.fold_weight_norms(model)
     model.eval().to(dev)
@@ -351,7 +378,7 @@ def export(args):
                                flow.spk_embed_affine_layer),
               "estimator": count(flow.decoder.estimator), "hift": count(model.mel2wav)}
     timings["build"] = time.time() - t0
-    log(f"{args.size} model: flow {flow_params:,} params, HiFT {hift_params_wn:,} "
+    log(f"{args.size} {args.variant} model: flow {flow_params:,} params, HiFT {hift_params_wn:,} "
         f"({params['hift']:,} after folding {folded} weight norms); "
         f"built in {timings['build']:.1f}s")
 
@@ -378,17 +405,18 @@ def export(args):
         golden = args.random_init if args.golden is None else args.golden
         if golden:
             t0 = time.time()
-            cases = make_golden(model, voices, buffers, staging)
+            cases = make_golden(model, voices, buffers, staging, args.variant)
             timings["golden"] = time.time() - t0
             t0 = time.time()
-            worst = self_check(staging, cases, dev, flow_dtype)
+            worst = self_check(staging, cases, dev, flow_dtype, args.variant)
             timings["self_check"] = time.time() - t0
             if flow_dtype == torch.float32 and not worst < SELF_CHECK_MAX_REL_L2:
                 log(f"self-check FAILED: rel L2 {worst:.2e} >= {SELF_CHECK_MAX_REL_L2}")
                 return 1
 
+        sampler = reference.VARIANTS[args.variant]
         manifest = {
-            "format": artifacts.FORMAT, "size": args.size,
+            "format": artifacts.FORMAT, "variant": args.variant, "size": args.size,
             "source": "random-init" if args.random_init else "checkpoint",
             "seed": args.seed if args.random_init else None,
             "checkpoint": None if args.random_init else {
@@ -400,12 +428,14 @@ def export(args):
             "sample_rate": 24000, "samples_per_frame": reference.SAMPLES_PER_FRAME,
             "frames_per_token": reference.FRAMES_PER_TOKEN, "token_vocab": 6561,
             "mel_bins": 80, "spk_dim": 192, "harmonics": reference.HARMONICS,
-            "n_timesteps": reference.N_TIMESTEPS, "cfg_rate": reference.CFG_RATE,
-            "t_schedule": "cosine", "lookahead_frames": reference.LOOKAHEAD_FRAMES,
+            "n_timesteps": sampler["n_timesteps"], "cfg_rate": sampler["cfg_rate"],
+            "t_schedule": sampler["t_schedule"],
+            "estimator_inputs": sampler["estimator_inputs"],
+            "lookahead_frames": reference.LOOKAHEAD_FRAMES,
             "max_positions": 5000, "max_row_tokens": 2500,
             "flow_noise_frames": artifacts.FLOW_NOISE_FRAMES,
             "hift_noise_samples": artifacts.HIFT_NOISE_SAMPLES,
-            "architecture": s3model.architecture(args.size),
+            "architecture": s3model.architecture(args.size, args.variant),
             "parameters": params,
             "torch_version": torch.__version__.split("+")[0],
             "chatterbox_version": s3model.CHATTERBOX_VERSION,

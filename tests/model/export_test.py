@@ -5,10 +5,12 @@ Run: .venv/bin/python tests/model/export_test.py
 
 One random-init export is shared by the tests; a tiny checkpoint in the
 released key layout is written next to it for the checkpoint-path tests.
+TurboExportTest does the same for --variant turbo (one more tiny export).
 """
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -22,6 +24,7 @@ sys.path.insert(0, TOOLS)
 import safetensors.torch  # noqa: E402
 import torch  # noqa: E402
 
+import export_s3gen  # noqa: E402
 from s3gen import artifacts, reference, wrappers  # noqa: E402
 from s3gen import model as s3model  # noqa: E402
 
@@ -66,6 +69,9 @@ class ExportTest(unittest.TestCase):
         manifest = artifacts.verify_manifest(self.out)
         self.assertEqual((manifest["size"], manifest["source"], manifest["seed"],
                           manifest["device"]), ("tiny", "random-init", SEED, "cpu"))
+        self.assertEqual((manifest["variant"], manifest["n_timesteps"], manifest["cfg_rate"],
+                          manifest["t_schedule"]), ("standard", 10, 0.7, "cosine"))
+        self.assertEqual(manifest["estimator_inputs"], ["x", "mask", "mu", "t", "spks", "cond"])
         self.assertEqual(manifest["voices"], ["voices/alice.pt", "voices/bob.pt"])
         for name in [m + ".pt" for m in MODULES] + ["buffers.pt", "golden/cases.json"]:
             self.assertIn(name, manifest["files"])
@@ -217,6 +223,132 @@ class ExportTest(unittest.TestCase):
             self.assertEqual(tuple(wav.shape), (3, 480 * 23))
             self.assertLessEqual(float(wav.abs().max()), 0.99)
             torch.testing.assert_close(wav, eager["hift_decode"](mel, source), rtol=0, atol=1e-5)
+
+
+class TurboExportTest(unittest.TestCase):
+    """--variant turbo: Chatterbox Turbo's meanflow decoder (one tiny export, ~10 s)."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix="export_turbo_test_")
+        cls.out = os.path.join(cls.tmp, "turbo")
+        cls.result = run_export("--variant", "turbo", "--random-init", "--seed", str(SEED),
+                                "--size", "tiny", "--out", cls.out)
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    def setUp(self):
+        self.assertEqual(self.result.returncode, 0,
+                         self.result.stdout[-3000:] + self.result.stderr[-3000:])
+
+    def official(self):
+        """The official modules with the export's weights, weight norms folded, eager."""
+        model = s3model.build("tiny", SEED, "turbo")
+        s3model.fold_weight_norms(model)
+        return model.eval()
+
+    def test_manifest_records_the_turbo_sampler(self):
+        manifest = artifacts.verify_manifest(self.out)
+        self.assertEqual((manifest["variant"], manifest["n_timesteps"], manifest["cfg_rate"],
+                          manifest["t_schedule"]), ("turbo", 2, 0.0, "linear"))
+        self.assertEqual(manifest["estimator_inputs"],
+                         ["x", "mask", "mu", "t", "spks", "cond", "r"])
+        self.assertTrue(manifest["architecture"]["estimator"]["meanflow"])
+        with open(os.path.join(self.out, "golden", "cases.json")) as f:
+            cases = json.load(f)["cases"]
+        self.assertEqual({c["n_timesteps"] for c in cases}, {2})
+        # The exporter's self-check ran on the traced turbo modules and passed.
+        pairs = re.findall(r"self-check \S+: .* rel L2 mel (\S+), wav (\S+)", self.result.stdout)
+        errors = [float(e) for pair in pairs for e in pair]
+        self.assertEqual(len(errors), 2 * len(cases), self.result.stdout[-2000:])
+        self.assertLess(max(errors), 1e-4)
+
+    def test_traced_estimator_takes_r_per_row(self):
+        traced = torch.jit.load(os.path.join(self.out, "estimator.pt"))
+        self.assertEqual([i.debugName().split(".")[0] for i in traced.graph.inputs()][1:],
+                         ["x", "mask", "mu", "t", "spks", "cond", "r"])
+        eager = wrappers.TurboEstimator(self.official().flow.decoder.estimator)
+        g = torch.Generator().manual_seed(4)
+        n, t = 3, 57
+        mask = (torch.arange(t) < torch.tensor([57, 40, 12])[:, None]).float()[:, None]
+        x, mu, cond = (torch.randn(n, 80, t, generator=g) for _ in range(3))
+        spks = torch.randn(n, 80, generator=g)
+        t_in, r_in = torch.tensor([0.0, 0.5, 0.0]), torch.tensor([0.5, 1.0, 1.0])
+        with torch.no_grad():
+            v = traced(x, mask, mu, t_in, spks, cond, r_in)
+            torch.testing.assert_close(v, eager(x, mask, mu, t_in, spks, cond, r_in),
+                                       rtol=0, atol=1e-5)
+            # r reaches the output, row by row: each row at its own (t, r)
+            # equals that row alone, and another r changes only its row.
+            for i in range(n):
+                alone = traced(x[i:i + 1], mask[i:i + 1], mu[i:i + 1], t_in[i:i + 1],
+                               spks[i:i + 1], cond[i:i + 1], r_in[i:i + 1])
+                torch.testing.assert_close(v[i:i + 1], alone, rtol=0, atol=1e-5)
+            other_r = traced(x, mask, mu, t_in, spks, cond, torch.tensor([0.5, 0.75, 1.0]))
+            self.assertGreater(float((other_r[1] - v[1]).abs().max()), 1e-3)
+            torch.testing.assert_close(other_r[[0, 2]], v[[0, 2]], rtol=0, atol=1e-5)
+
+    def test_goldens_reproduce_with_the_official_classes(self):
+        with open(os.path.join(self.out, "golden", "cases.json")) as f:
+            cases = json.load(f)["cases"]
+        buffers = artifacts.load_bag(os.path.join(self.out, "buffers.pt"))
+        model = self.official()
+        jobs = []
+        for c in cases:
+            bag = artifacts.load_bag(os.path.join(self.out, "golden", c["name"] + ".pt"))
+            voice = artifacts.load_bag(os.path.join(self.out, "voices", c["voice"] + ".pt"))
+            mel, wav = reference.golden_case(model, voice, bag["tokens"], c, buffers["flow_noise"],
+                                             buffers["hift_noise"], bag["hift_phase"], "turbo")
+            self.assertLess(reference.rel_l2(mel, bag["mel"]), 1e-6, c["name"])
+            self.assertLess(reference.rel_l2(wav, bag["wav"]), 1e-6, c["name"])
+            jobs.append(dict(c, voice=voice, **bag))
+        # The traced modules in a batch composition the self-check did not use.
+        mods = load_traced(self.out)
+        batch = jobs[::-1][:3]
+        for job, (mel, wav) in zip(batch, reference.run_traced(mods, buffers, batch,
+                                                               variant="turbo")):
+            self.assertLess(reference.rel_l2(mel, job["mel"]), 1e-4, job["name"])
+            self.assertLess(reference.rel_l2(wav, job["wav"]), 1e-4, job["name"])
+
+    def test_checkpoint_variants_are_checked_strictly(self):
+        turbo_state = artifacts.released_state_dict(s3model.build("tiny", SEED, "turbo"))
+        self.assertIn("flow.decoder.estimator.time_embed_mixer.weight", turbo_state)
+        turbo_ckpt = os.path.join(self.tmp, "s3gen_meanflow.safetensors")
+        safetensors.torch.save_file(turbo_state, turbo_ckpt)
+        standard_ckpt = os.path.join(self.tmp, "s3gen.safetensors")
+        safetensors.torch.save_file(artifacts.released_state_dict(s3model.build("tiny", SEED)),
+                                    standard_ckpt)
+        out = os.path.join(self.tmp, "from_checkpoint")
+        result = run_export("--variant", "turbo", "--checkpoint", turbo_ckpt, "--size", "tiny",
+                            "--no-golden", "--out", out)
+        self.assertEqual(result.returncode, 0, result.stdout[-3000:] + result.stderr[-3000:])
+        manifest = artifacts.verify_manifest(out)
+        self.assertEqual((manifest["variant"], manifest["source"]), ("turbo", "checkpoint"))
+        a = torch.jit.load(os.path.join(self.out, "estimator.pt"))
+        b = torch.jit.load(os.path.join(out, "estimator.pt"))
+        g = torch.Generator().manual_seed(5)
+        est = [torch.randn(2, 80, 30, generator=g), torch.ones(2, 1, 30),
+               torch.randn(2, 80, 30, generator=g), torch.tensor([0.0, 0.5]),
+               torch.randn(2, 80, generator=g), torch.randn(2, 80, 30, generator=g),
+               torch.tensor([0.5, 1.0])]
+        with torch.no_grad():
+            torch.testing.assert_close(a(*est), b(*est), rtol=0, atol=1e-6)
+
+        # The other variant's checkpoint: refused with the key and the right
+        # --variant named (in process: the exit code 2 path of an ExportError
+        # is test_checkpoint_missing_flow_key_exits_2's).
+        for variant, ckpt, hint in (("standard", turbo_ckpt, "export it with --variant turbo"),
+                                    ("turbo", standard_ckpt, "export it with --variant standard")):
+            state = export_s3gen.read_state_dict(ckpt)
+            with self.assertRaises(export_s3gen.ExportError) as err:
+                export_s3gen.load_checkpoint(s3model.build("tiny", SEED, variant), "tiny", state,
+                                             ckpt, variant)
+            message = str(err.exception)
+            self.assertIn(f"--variant {variant} S3Gen architecture", message)
+            self.assertIn("time_embed_mixer.weight", message)
+            self.assertIn(hint, message)
 
 
 if __name__ == "__main__":

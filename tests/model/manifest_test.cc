@@ -1,4 +1,4 @@
-// LoadManifest's range and path checks, and a voice file's tensors as
+// LoadManifest's variant, range and path checks, and a voice file's tensors as
 // VoiceData (gaps seen while writing the oracles of tests/fuzz/manifest_fuzzer
 // and voice_fuzzer: a manifest could ask for more harmonics than the runner
 // carries phase for, name files outside the model directory, or make
@@ -32,13 +32,20 @@ class ManifestTest : public ::testing::Test {
     }
   }
   void TearDown() override { std::filesystem::remove_all(dir_); }
-  absl::StatusOr<Manifest> Load(const std::string& extra) {
+  void Write(const std::string& extra) {
     std::ofstream(dir_ / "manifest.json")
         << R"({"format": "vocoderd-s3gen/1", "device": "cpu", "files": {"encoder.pt": "",
               "estimator.pt": "", "hift_source.pt": "", "hift_decode.pt": "",
               "buffers.pt": ""})"
         << extra << "}";
+  }
+  absl::StatusOr<Manifest> Load(const std::string& extra) {
+    Write(extra);
     return LoadManifest(dir_.string(), /*verify_hashes=*/false);
+  }
+  absl::StatusOr<Manifest> Read(const std::string& extra) {
+    Write(extra);
+    return ReadManifest(dir_.string(), /*verify_hashes=*/false);
   }
   std::filesystem::path dir_;
 };
@@ -65,6 +72,86 @@ TEST_F(ManifestTest, RejectsPathsOutsideTheModelDirectory) {
   EXPECT_THAT(
       Load(R"(, "golden": "/etc/passwd")"),
       StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("inside the model directory")));
+}
+
+// An export from before variants existed has no `variant`, `estimator_inputs`
+// or (older still) sampler fields: it is the standard model.
+TEST_F(ManifestTest, ManifestWithoutVariantLoadsAsStandard) {
+  for (const std::string& extra :
+       {std::string(), std::string(R"(, "n_timesteps": 10, "cfg_rate": 0.7,
+                                      "t_schedule": "cosine")")}) {
+    auto m = Load(extra);
+    ASSERT_TRUE(m.ok()) << m.status();
+    EXPECT_EQ(m->variant, "standard");
+    EXPECT_EQ(m->n_timesteps, 10);
+    EXPECT_DOUBLE_EQ(m->cfg_rate, 0.7);
+    EXPECT_EQ(m->t_schedule, "cosine");
+    EXPECT_THAT(m->estimator_inputs,
+                ::testing::ElementsAre("x", "mask", "mu", "t", "spks", "cond"));
+  }
+  auto explicit_standard = Load(R"(, "variant": "standard", "n_timesteps": 8, "cfg_rate": 0.5,
+      "estimator_inputs": ["x", "mask", "mu", "t", "spks", "cond"])");
+  ASSERT_TRUE(explicit_standard.ok()) << explicit_standard.status();
+  EXPECT_EQ(explicit_standard->n_timesteps, 8);
+  EXPECT_DOUBLE_EQ(explicit_standard->cfg_rate, 0.5);
+}
+
+TEST_F(ManifestTest, ParsesTurboWithItsSamplerDefaults) {
+  // As tools/export_s3gen.py --variant turbo writes it.
+  auto m = Read(R"(, "variant": "turbo", "n_timesteps": 2, "cfg_rate": 0.0,
+      "t_schedule": "linear", "estimator_inputs": ["x", "mask", "mu", "t", "spks", "cond", "r"])");
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_EQ(m->variant, "turbo");
+  EXPECT_EQ(m->n_timesteps, 2);
+  EXPECT_DOUBLE_EQ(m->cfg_rate, 0.0);
+  EXPECT_EQ(m->t_schedule, "linear");
+  EXPECT_THAT(m->estimator_inputs,
+              ::testing::ElementsAre("x", "mask", "mu", "t", "spks", "cond", "r"));
+  // Absent sampler fields take the turbo defaults, not the standard ones.
+  auto defaults = Read(R"(, "variant": "turbo")");
+  ASSERT_TRUE(defaults.ok()) << defaults.status();
+  EXPECT_EQ(defaults->n_timesteps, 2);
+  EXPECT_DOUBLE_EQ(defaults->cfg_rate, 0.0);
+  EXPECT_EQ(defaults->t_schedule, "linear");
+  EXPECT_EQ(defaults->estimator_inputs.size(), 7u);
+}
+
+TEST_F(ManifestTest, RefusesToServeTurboUntilTheRunnerDoes) {
+  auto m = Load(R"(, "variant": "turbo")");
+  EXPECT_THAT(m, StatusIs(absl::StatusCode::kFailedPrecondition,
+                          HasSubstr("does not serve the turbo variant yet")));
+  auto read = Read(R"(, "variant": "turbo")");
+  ASSERT_TRUE(read.ok()) << read.status();
+  EXPECT_THAT(CheckVariantServed(*read),
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("--variant standard")));
+  auto standard = Read("");
+  ASSERT_TRUE(standard.ok()) << standard.status();
+  EXPECT_TRUE(CheckVariantServed(*standard).ok());
+}
+
+TEST_F(ManifestTest, RejectsUnknownVariantsAndMismatchedSamplerFields) {
+  EXPECT_THAT(Read(R"(, "variant": "turbo-v2")"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("variant 'turbo-v2' is not supported (known: standard, turbo)")));
+  EXPECT_THAT(Read(R"(, "variant": 2)"),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("malformed field")));
+  EXPECT_THAT(Read(R"(, "t_schedule": "sigmoid")"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("t_schedule 'sigmoid' is not supported")));
+  EXPECT_THAT(
+      Read(R"(, "t_schedule": "linear")"),
+      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("does not fit variant 'standard'")));
+  EXPECT_THAT(
+      Read(R"(, "variant": "turbo", "t_schedule": "cosine")"),
+      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("does not fit variant 'turbo'")));
+  EXPECT_THAT(Read(R"(, "variant": "turbo", "cfg_rate": 0.7)"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("cfg_rate must be 0 for variant 'turbo'")));
+  EXPECT_THAT(Read(R"(, "variant": "turbo",
+                    "estimator_inputs": ["x", "mask", "mu", "t", "spks", "cond"])"),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("estimator_inputs")));
+  EXPECT_THAT(Read(R"(, "estimator_inputs": ["x", "mask", "mu", "t", "spks", "cond", "r"])"),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("estimator_inputs")));
 }
 
 TEST(VoiceFromTensorsTest, ChecksKindsAndCounts) {

@@ -138,7 +138,8 @@ TEST(SimProfileTest, DeviceNamesSelectProfiles) {
   EXPECT_FALSE(IsSimDevice("cpu"));
   EXPECT_FALSE(IsSimDevice("simulator"));
   auto shipped = ShippedSimProfiles();
-  EXPECT_THAT(shipped, ::testing::IsSupersetOf({"h200-estimate", "cpu-tiny"}));
+  EXPECT_THAT(shipped,
+              ::testing::IsSupersetOf({"h200-estimate", "h200-turbo-estimate", "cpu-tiny"}));
   auto def = LoadSimProfile("sim");
   ASSERT_TRUE(def.ok()) << def.status();
   EXPECT_EQ(def->name, "h200-estimate");
@@ -175,6 +176,29 @@ TEST(SimProfileTest, H200EstimateMatchesTheDesignArithmetic) {
   const double lone =
       std::chrono::duration<double, std::milli>(sim.PredictRun(1, 303, 58, 10)).count();
   EXPECT_NEAR(lone, 50, 10);
+}
+
+// The Turbo estimate (docs/simulator.md): the same per-row stage costs as
+// h200-estimate; a Turbo job makes 2 estimator calls of one row each (no CFG),
+// so 32 streaming jobs cost about 58 ms (about 550 real-time streams) and a
+// lone chunk about 15.5 ms. SimVocoder doubles the estimator rows and takes
+// its steps from the manifest, so the stage costs are summed here directly.
+TEST(SimProfileTest, H200TurboEstimateMatchesTheDesignArithmetic) {
+  auto turbo = LoadSimProfile("sim:h200-turbo-estimate");
+  ASSERT_TRUE(turbo.ok()) << turbo.status();
+  EXPECT_TRUE(turbo->estimate);
+  auto standard = LoadSimProfile("sim:h200-estimate");
+  ASSERT_TRUE(standard.ok()) << standard.status();
+  for (int64_t rows : {1, 16, 64}) {
+    EXPECT_EQ(turbo->estimator.PredictMs(rows, 600), standard->estimator.PredictMs(rows, 600));
+  }
+  auto batch_ms = [&](int64_t jobs) {
+    return turbo->encoder.PredictMs(jobs, 303) + 2 * turbo->estimator.PredictMs(jobs, 600) +
+           turbo->hift.PredictMs(jobs, 58) + turbo->run_overhead_ms;
+  };
+  EXPECT_NEAR(batch_ms(32), 58, 2);
+  EXPECT_NEAR(32 / (batch_ms(32) / 1e3), 553, 20);
+  EXPECT_NEAR(batch_ms(1), 15.5, 1);
 }
 
 TEST(SimVocoderTest, RunSleepsThePredictedStageTimesOnTheInjectedClock) {

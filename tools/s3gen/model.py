@@ -20,6 +20,11 @@ from torch.nn.utils import parametrize
 
 CHATTERBOX_VERSION = "0.1.7"
 
+# standard: S3Gen (chatterbox tts.py, s3gen.safetensors); turbo: Chatterbox
+# Turbo's S3Gen(meanflow=True) (tts_turbo.py, s3gen_meanflow.safetensors), whose
+# estimator adds time_embed_mixer (Linear 2*4C -> 4C, C = channels[0]) for `r`.
+VARIANTS = ("standard", "turbo")
+
 # Widths and depths per --size. "full" is S3Token2Wav.__init__ (s3gen.py) of
 # chatterbox-tts 0.1.7; "tiny" keeps every interface size (vocab 6561, 80 mels,
 # 192-dim x-vector, 9 harmonics, 480 samples per frame) and shrinks the rest.
@@ -82,10 +87,16 @@ class S3GenVocoder(nn.Module):
         self.mel2wav = mel2wav
 
 
-def build(size, seed):
-    """Constructs the official modules for `size`; their constructors draw the
-    random init from torch's global RNG, seeded here after the imports so that
-    equal seeds give equal weights in any process."""
+def build(size, seed, variant="standard"):
+    """Constructs the official modules for `size` and `variant`; their
+    constructors draw the random init from torch's global RNG, seeded here
+    after the imports so that equal seeds give equal weights in any process.
+
+    turbo: upstream initialises time_embed_mixer to [I | 0] (intmeanflow.py),
+    which ignores `r` until trained; a random-init export would then not show
+    whether `r` reaches the estimator, so its r half is drawn like the other
+    Linear weights (kaiming normal). A checkpoint overwrites it."""
+    assert variant in VARIANTS, variant
     m = import_official()
     torch.manual_seed(seed)
     enc, est, hift = SIZES[size]["encoder"], SIZES[size]["estimator"], SIZES[size]["hift"]
@@ -109,7 +120,11 @@ def build(size, seed):
         in_channels=4 * FIXED["mel_bins"], out_channels=FIXED["mel_bins"], causal=True,
         channels=est["channels"], dropout=0.0, attention_head_dim=est["attention_head_dim"],
         n_blocks=est["n_blocks"], num_mid_blocks=est["num_mid_blocks"],
-        num_heads=est["num_heads"], act_fn="gelu", meanflow=False)
+        num_heads=est["num_heads"], act_fn="gelu", meanflow=variant == "turbo")
+    if variant == "turbo":
+        mixer = estimator.time_embed_mixer.weight  # (D, 2D): [t half | r half]
+        with torch.no_grad():
+            nn.init.kaiming_normal_(mixer[:, mixer.shape[0]:], nonlinearity="relu")
     decoder = m["flow_matching"].CausalConditionalCFM(
         spk_emb_dim=FIXED["mel_bins"], cfm_params=m["configs"].CFM_PARAMS, estimator=estimator)
     flow = m["flow"].CausalMaskedDiffWithXvec(
@@ -139,7 +154,7 @@ def fold_weight_norms(model):
     return folded
 
 
-def architecture(size):
+def architecture(size, variant="standard"):
     """The manifest's `architecture` block: what the traced graphs were built with."""
     s = SIZES[size]
     return {
@@ -148,7 +163,8 @@ def architecture(size):
                         pre_lookahead_len=FIXED["pre_lookahead_len"],
                         token_mel_ratio=FIXED["token_mel_ratio"]),
         "estimator": dict(s["estimator"], in_channels=4 * FIXED["mel_bins"],
-                          out_channels=FIXED["mel_bins"], causal=True, meanflow=False),
+                          out_channels=FIXED["mel_bins"], causal=True,
+                          meanflow=variant == "turbo"),
         "hift": dict(s["hift"], upsample_rates=FIXED["upsample_rates"],
                      upsample_kernel_sizes=FIXED["upsample_kernel_sizes"],
                      istft_n_fft=FIXED["istft_n_fft"], istft_hop=FIXED["istft_hop"],

@@ -1,25 +1,45 @@
 """The reference algorithm of docs/model-format.md, twice: once with the
 official modules in eager mode (golden files), once with the exported traced
-modules, batched the way the C++ runner batches (the self-check)."""
+modules, batched the way the C++ runner batches (the self-check).
+
+Two variants share it: `standard` (S3Gen: 10 Euler steps on the cosine
+schedule, classifier-free guidance by batch doubling) and `turbo` (Chatterbox
+Turbo's meanflow decoder: 2 Euler steps on the linear schedule, an end-time
+input `r` per row, no guidance)."""
 
 import contextlib
+import io
 
 import torch
 import torch.nn.functional as F
 
 from s3gen.model import import_official
 
-N_TIMESTEPS = 10
+N_TIMESTEPS = 10  # the standard variant's defaults (VARIANTS["standard"])
 CFG_RATE = 0.7
 LOOKAHEAD_FRAMES = 6
 FRAMES_PER_TOKEN = 2
 SAMPLES_PER_FRAME = 480
 HARMONICS = 9
 
+ESTIMATOR_INPUTS = ["x", "mask", "mu", "t", "spks", "cond"]
+# What the manifest records per variant (docs/model-format.md). `cfg_rate` 0
+# means no guidance: one estimator row per job, not two.
+VARIANTS = {
+    "standard": {"n_timesteps": N_TIMESTEPS, "cfg_rate": CFG_RATE, "t_schedule": "cosine",
+                 "estimator_inputs": ESTIMATOR_INPUTS},
+    "turbo": {"n_timesteps": 2, "cfg_rate": 0.0, "t_schedule": "linear",
+              "estimator_inputs": ESTIMATOR_INPUTS + ["r"]},
+}
 
-def t_span(n, dtype=torch.float32, device="cpu"):
-    """The cosine schedule t_k = 1 - cos(pi/2 * k/n), computed as upstream."""
+
+def t_span(n, dtype=torch.float32, device="cpu", schedule="cosine"):
+    """t_0..t_n computed as upstream: linspace(0, 1, n+1), then for the cosine
+    schedule t_k = 1 - cos(pi/2 * k/n); the linear schedule is the linspace."""
     t = torch.linspace(0, 1, n + 1, dtype=dtype, device=device)
+    if schedule == "linear":
+        return t
+    assert schedule == "cosine", schedule
     return 1 - torch.cos(t * 0.5 * torch.pi)
 
 
@@ -73,11 +93,15 @@ def injected_sinegen_draws(phase, noise):
 
 
 @torch.inference_mode()
-def golden_case(model, voice, tokens, case, flow_noise, hift_noise, hift_phase):
+def golden_case(model, voice, tokens, case, flow_noise, hift_noise, hift_phase,
+                variant="standard"):
     """One golden case with the official modules, batch 1, eager: encoder
-    forward on the unpadded row, CausalConditionalCFM.solve_euler (CFG 0.7
-    inside), HiFTGenerator.inference with SineGen's draws injected.
-    Returns mel (80,F) and wav (480F,) as float32 on the CPU."""
+    forward on the unpadded row; the flow decoder's own sampler -- standard:
+    CausalConditionalCFM.solve_euler on the cosine span (CFG 0.7 inside);
+    turbo: CausalConditionalCFM.forward(meanflow=True), which builds the
+    linear span and runs basic_euler with r, the initial noise passed as
+    `noised_mels` over every frame --; HiFTGenerator.inference with SineGen's
+    draws injected. Returns mel (80,F) and wav (480F,) as float32 on the CPU."""
     flow, hift = model.flow, model.mel2wav
     dev = next(flow.parameters()).device
     dtype = next(flow.parameters()).dtype
@@ -94,7 +118,17 @@ def golden_case(model, voice, tokens, case, flow_noise, hift_noise, hift_phase):
     cond[0, :, :2 * p] = voice["prompt_feat"].T.to(dev, dtype)
     mask = torch.ones(1, 1, frames, device=dev, dtype=dtype)
     z = flow_noise_for(flow_noise, 2 * p, frames, case["noise_offset"])[None].to(dev, dtype)
-    x = flow.decoder.solve_euler(z, t_span(case["n_timesteps"], dtype, dev), mu, mask, spks, cond)
+    if variant == "turbo":
+        # forward() draws randn_like(mu) and overwrites its last
+        # noised_mels.size(2) frames: all of them here. basic_euler prints a
+        # line and a tqdm bar on every call; keep them out of the export log.
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            x, _ = flow.decoder(mu.contiguous(), mask, case["n_timesteps"], spks=spks, cond=cond,
+                                noised_mels=z, meanflow=True)
+    else:
+        assert variant == "standard", variant
+        x = flow.decoder.solve_euler(z, t_span(case["n_timesteps"], dtype, dev), mu, mask, spks,
+                                     cond)
     mel = x[:, :, 2 * p + FRAMES_PER_TOKEN * case["context_tokens"]:frames].float()
     n_frames = mel.shape[2]
     noise = hift_noise_for(hift_noise, case["noise_offset"], case["context_tokens"], n_frames)
@@ -104,12 +138,15 @@ def golden_case(model, voice, tokens, case, flow_noise, hift_noise, hift_phase):
 
 
 @torch.inference_mode()
-def run_traced(mods, buffers, jobs, device="cpu", dtype=torch.float32):
+def run_traced(mods, buffers, jobs, device="cpu", dtype=torch.float32, variant="standard"):
     """The runner's algorithm on the traced modules, all `jobs` in one padded
-    encoder call and one 2B-row estimator call per step; HiFT per row.
+    encoder call and one estimator call per step (standard: 2B rows, the
+    unconditional copies second, combined with CFG_RATE; turbo: B rows with
+    t = t_k and r = t_{k+1}, no guidance); HiFT per row.
     Each job is a dict: voice (bag), tokens, finalize, context_tokens,
     noise_offset, hift_phase; all jobs share n_timesteps = jobs[0]["n_timesteps"].
     Returns [(mel (80,F), wav (480F,))] as float32 on the CPU."""
+    spec = VARIANTS[variant]
     b = len(jobs)
     rows = [torch.cat([j["voice"]["prompt_token"], j["tokens"]]) for j in jobs]
     lens = torch.tensor([r.numel() for r in rows])
@@ -130,15 +167,21 @@ def run_traced(mods, buffers, jobs, device="cpu", dtype=torch.float32):
         cond[i, :, :p2] = j["voice"]["prompt_feat"].T.to(device, dtype)
         mask[i, :, :t] = 1
         x[i, :, :t] = flow_noise_for(buffers["flow_noise"], p2, t, j["noise_offset"]).to(device, dtype)
-    ts = t_span(jobs[0]["n_timesteps"], torch.float32)
+    ts = t_span(jobs[0]["n_timesteps"], torch.float32, schedule=spec["t_schedule"])
     zeros = torch.zeros_like(x)
     for k in range(len(ts) - 1):
+        dt = (ts[k + 1] - ts[k]).to(dtype)
+        if variant == "turbo":
+            t_in = torch.full((b,), float(ts[k]), device=device, dtype=dtype)
+            r_in = torch.full((b,), float(ts[k + 1]), device=device, dtype=dtype)
+            x = x + dt * mods["estimator"](x, mask, mu, t_in, spks, cond, r_in)
+            continue
         t_in = torch.full((2 * b,), float(ts[k]), device=device, dtype=dtype)
         v = mods["estimator"](torch.cat([x, x]), torch.cat([mask, mask]), torch.cat([mu, zeros]),
                               t_in, torch.cat([spks, torch.zeros_like(spks)]),
                               torch.cat([cond, zeros]))
         v_c, v_u = v[:b], v[b:]
-        x = x + (ts[k + 1] - ts[k]).to(dtype) * ((1.0 + CFG_RATE) * v_c - CFG_RATE * v_u)
+        x = x + dt * ((1.0 + CFG_RATE) * v_c - CFG_RATE * v_u)
     out = []
     for i, (j, t) in enumerate(zip(jobs, frames)):
         start = 2 * j["voice"]["prompt_token"].numel() + FRAMES_PER_TOKEN * j["context_tokens"]

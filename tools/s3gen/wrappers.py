@@ -62,6 +62,26 @@ class Estimator(nn.Module):
         return self.estimator(x, mask, mu, t, spks, cond)
 
 
+class TurboEstimator(nn.Module):
+    """x, mask, mu, t, spks, cond, r -> v: the meanflow ConditionalDecoder
+    (Chatterbox Turbo) with its end-time input `r` (N,) last, one value per row
+    like `t`: upstream's basic_euler passes one (1,) t and r for the batch; per
+    row they let rows at different steps share a call."""
+
+    def __init__(self, estimator):
+        super().__init__()
+        assert estimator.meanflow, "TurboEstimator wraps a meanflow=True ConditionalDecoder"
+        self.estimator = estimator
+
+    def forward(self, x, mask, mu, t, spks, cond, r):
+        return self.estimator(x, mask, mu, t, spks, cond, r=r)
+
+
+def estimator_for(estimator):
+    """The export wrapper matching an official ConditionalDecoder's variant."""
+    return TurboEstimator(estimator) if estimator.meanflow else Estimator(estimator)
+
+
 class HiftSource(nn.Module):
     """mel (B,80,F), phase (B,9,1), noise (B,9,480F) -> source (B,1,480F).
 
