@@ -148,6 +148,7 @@ absl::Status SimVocoder::Retire(FlowBatch& base, absl::Span<const RowId> ids,
   SimFlowBatch* b = Own(base, this);
   if (b == nullptr) return ForeignBatchError();
   if (auto s = CheckRetire(*b, ids, jobs.size()); !s.ok()) return s;
+  if (ids.empty()) return absl::OkStatus();
   const auto start = clock_.Now();
   const int64_t spf = m_.samples_per_frame;
   const int64_t fpt = m_.frames_per_token;
