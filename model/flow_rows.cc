@@ -2,7 +2,6 @@
 
 #include <algorithm>
 
-
 namespace vocoder::model {
 
 absl::Status ForeignBatchError() {

@@ -20,11 +20,11 @@ namespace vocoder::model {
 struct FlowRow {
   RowId id = 0;
   int n_timesteps = 0;
-  int steps = 0;               // Euler steps taken
-  int64_t prompt_tokens = 0;   // P
-  int64_t frames = 0;          // valid frames: 2 (P + N), less the lookahead if not final
-  int64_t emit_begin = 0;      // first emitted frame: 2 (P + context)
-  int64_t slot = 0;            // the row's index in the runner's device tensors
+  int steps = 0;              // Euler steps taken
+  int64_t prompt_tokens = 0;  // P
+  int64_t frames = 0;         // valid frames: 2 (P + N), less the lookahead if not final
+  int64_t emit_begin = 0;     // first emitted frame: 2 (P + context)
+  int64_t slot = 0;           // the row's index in the runner's device tensors
   bool done() const { return steps >= n_timesteps; }
 };
 

@@ -144,9 +144,9 @@ TEST_F(SimContractTest, StagesReportTheSameRowsAndSteps) {
 // same row ids, steps and lengths after every call, and the same output
 // lengths; each runner refuses the other's FlowBatch.
 TEST_F(SimContractTest, RunningSetsAgreeCallForCall) {
-  const std::vector<Spec> specs = {{0, 30, 0, true, 0, 0},   {1, 60, 10, false, 8, 40},
-                                   {1, 9, 0, true, 0, 0},    {0, 70, 25, false, 8, 90},
-                                   {0, 30, 5, true, 0, 0},   {1, 20, 0, true, 0, 0}};
+  const std::vector<Spec> specs = {{0, 30, 0, true, 0, 0}, {1, 60, 10, false, 8, 40},
+                                   {1, 9, 0, true, 0, 0},  {0, 70, 25, false, 8, 90},
+                                   {0, 30, 5, true, 0, 0}, {1, 20, 0, true, 0, 0}};
   auto real_jobs = Jobs(specs, false);
   auto sim_jobs = Jobs(specs, true);
   auto rb = real_->NewFlowBatch();
@@ -164,15 +164,15 @@ TEST_F(SimContractTest, RunningSetsAgreeCallForCall) {
     }
   };
   // Runs one call on both (`f(vocoder, batch, jobs)`) and compares.
-  auto both = [&](const std::function<absl::Status(Vocoder&, FlowBatch&,
-                                                   std::vector<VocodeJob>&)>& f) {
-    ++call;
-    const absl::Status r = f(*real_, *rb, real_jobs);
-    const absl::Status s = f(*sim_, *sb, sim_jobs);
-    EXPECT_EQ(s, r) << "call " << call;
-    same_state();
-    return r;
-  };
+  auto both =
+      [&](const std::function<absl::Status(Vocoder&, FlowBatch&, std::vector<VocodeJob>&)>& f) {
+        ++call;
+        const absl::Status r = f(*real_, *rb, real_jobs);
+        const absl::Status s = f(*sim_, *sb, sim_jobs);
+        EXPECT_EQ(s, r) << "call " << call;
+        same_state();
+        return r;
+      };
   auto admit = [&](std::vector<int> which, std::vector<int> n) {
     return [which, n](Vocoder& v, FlowBatch& b, std::vector<VocodeJob>& jobs) {
       std::vector<VocodeJob*> ptrs;
@@ -192,28 +192,28 @@ TEST_F(SimContractTest, RunningSetsAgreeCallForCall) {
     return [ids](Vocoder& v, FlowBatch& b, std::vector<VocodeJob>&) { return v.Drop(b, ids); };
   };
 
-  EXPECT_TRUE(both(step).ok());  // empty set: a no-op
-  EXPECT_TRUE(both(admit({0, 1}, {3, 2})).ok());                  // rows 0, 1
-  EXPECT_FALSE(both(admit({2}, {0})).ok());                        // n_timesteps
-  EXPECT_FALSE(both(admit({2, 3}, {2})).ok());                     // count
-  EXPECT_FALSE(both(admit({}, {})).ok());                          // empty
+  EXPECT_TRUE(both(step).ok());                   // empty set: a no-op
+  EXPECT_TRUE(both(admit({0, 1}, {3, 2})).ok());  // rows 0, 1
+  EXPECT_FALSE(both(admit({2}, {0})).ok());       // n_timesteps
+  EXPECT_FALSE(both(admit({2, 3}, {2})).ok());    // count
+  EXPECT_FALSE(both(admit({}, {})).ok());         // empty
   real_jobs[4].tokens[1] = sim_jobs[4].tokens[1] = 7000;
-  EXPECT_FALSE(both(admit({2, 4}, {2, 2})).ok());                  // job 1: token
+  EXPECT_FALSE(both(admit({2, 4}, {2, 2})).ok());  // job 1: token
   EXPECT_TRUE(both(step).ok());
-  EXPECT_TRUE(both(admit({2}, {4})).ok());                         // row 2: shorter, joins late
-  EXPECT_FALSE(both(retire({0}, {0})).ok());                       // not done
-  EXPECT_FALSE(both(retire({1}, {1, 2})).ok());                    // job count
-  EXPECT_FALSE(both(retire({7}, {0})).ok());                       // unknown
-  EXPECT_FALSE(both(retire({1, 1}, {1, 1})).ok());                 // twice
-  EXPECT_FALSE(both(drop({9})).ok());                              // unknown
-  EXPECT_FALSE(both(drop({2, 2})).ok());                           // twice
-  EXPECT_TRUE(both(step).ok());                                    // row 1 done
-  EXPECT_TRUE(both(admit({3, 5}, {2, 5})).ok());                   // rows 3 (the longest: re-pads), 4
+  EXPECT_TRUE(both(admit({2}, {4})).ok());          // row 2: shorter, joins late
+  EXPECT_FALSE(both(retire({0}, {0})).ok());        // not done
+  EXPECT_FALSE(both(retire({1}, {1, 2})).ok());     // job count
+  EXPECT_FALSE(both(retire({7}, {0})).ok());        // unknown
+  EXPECT_FALSE(both(retire({1, 1}, {1, 1})).ok());  // twice
+  EXPECT_FALSE(both(drop({9})).ok());               // unknown
+  EXPECT_FALSE(both(drop({2, 2})).ok());            // twice
+  EXPECT_TRUE(both(step).ok());                     // row 1 done
+  EXPECT_TRUE(both(admit({3, 5}, {2, 5})).ok());    // rows 3 (the longest: re-pads), 4
   EXPECT_TRUE(both(retire({1}, {1})).ok());
-  EXPECT_TRUE(both(step).ok());                                    // row 0 done
+  EXPECT_TRUE(both(step).ok());  // row 0 done
   EXPECT_TRUE(both(drop({4})).ok());
   EXPECT_TRUE(both(retire({0}, {0})).ok());
-  EXPECT_FALSE(both(drop({0})).ok());                              // gone
+  EXPECT_FALSE(both(drop({0})).ok());  // gone
   while (rb->pending_rows() > 0) EXPECT_TRUE(both(step).ok());
   EXPECT_TRUE(both(retire({2, 3}, {2, 3})).ok());
   EXPECT_EQ(rb->rows(), 0);

@@ -234,7 +234,7 @@ TEST(SimVocoderTest, RunningSetStagesSleepTheirShapes) {
   EXPECT_EQ(batch->padded_frames(), 200);
   ASSERT_TRUE(sim.Step(*batch).ok());
   EXPECT_EQ(clock.sleeps.back(), ms(2 + 0.001 * 6 * 200));  // 3 rows, CFG doubled
-  ASSERT_TRUE(sim.Step(*batch).ok());  // row 0 (n = 1) is done: 2 rows pending
+  ASSERT_TRUE(sim.Step(*batch).ok());                       // row 0 (n = 1) is done: 2 rows pending
   EXPECT_EQ(clock.sleeps.back(), ms(2 + 0.001 * 4 * 200));
   const size_t sleeps = clock.sleeps.size();
   ASSERT_TRUE(sim.Drop(*batch, {2}).ok());

@@ -7,10 +7,10 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
-#include <functional>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 
 #include "nlohmann/json.hpp"
 #include "tests/testing/status_matchers.h"
@@ -486,11 +486,13 @@ TEST_F(VocoderTest, RetireAndDropCheckTheirRows) {
   ASSERT_TRUE(vocoder_->Drop(*batch, {ry}).ok());
   EXPECT_EQ(batch->row_ids(), (std::vector<RowId>{rx}));
   EXPECT_EQ(batch->steps_taken(ry), -1);
-  EXPECT_THAT(vocoder_->Drop(*batch, {ry}), StatusIs(absl::StatusCode::kInvalidArgument, ::testing::_));
+  EXPECT_THAT(vocoder_->Drop(*batch, {ry}),
+              StatusIs(absl::StatusCode::kInvalidArgument, ::testing::_));
   ASSERT_TRUE(vocoder_->Retire(*batch, {rx}, jx).ok());
   EXPECT_EQ(x->audio.size(), 10u * 960);
   EXPECT_EQ(batch->rows(), 0);
-  EXPECT_THAT(vocoder_->Retire(*batch, {rx}, jx), StatusIs(absl::StatusCode::kInvalidArgument, ::testing::_));
+  EXPECT_THAT(vocoder_->Retire(*batch, {rx}, jx),
+              StatusIs(absl::StatusCode::kInvalidArgument, ::testing::_));
   // New rows get new ids, also once the set was empty.
   auto again = vocoder_->Admit(*batch, both, {1, 1});
   ASSERT_TRUE(again.ok()) << again.status();

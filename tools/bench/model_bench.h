@@ -30,6 +30,12 @@ struct ModelBenchOptions {
   // Mel/source cache frames per job (the server's sessions send 8 after the
   // first chunk): HiFT then vocodes cache + emitted frames, as in serving.
   int cache_frames = 0;
+  // Job i of a batch gets i more new tokens than job 0, so no two rows share
+  // a vocoded length and Retire runs HiFT once per row (it is not causal, so
+  // rows of different lengths are vocoded apart): what that costs against a
+  // batch of equal rows. Shapes in the JSON are then job 0's (row_tokens,
+  // hift_frames) and the batch's padded ones (padded_tokens, padded_frames).
+  bool distinct_lengths = false;
 };
 
 int RunModelBench(const ModelBenchOptions& options);
