@@ -4,6 +4,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <functional>
 #include <mutex>
 
 #include "model/sim_vocoder.h"
@@ -116,19 +117,125 @@ TEST_F(SimContractTest, StagesReportTheSameRowsAndSteps) {
   std::vector<VocodeJob*> rp, sp;
   for (auto& j : real_jobs) rp.push_back(&j);
   for (auto& j : sim_jobs) sp.push_back(&j);
-  auto rb = real_->Encode(rp, 3);
-  auto sb = sim_->Encode(sp, 3);
-  ASSERT_TRUE(rb.ok() && sb.ok());
-  EXPECT_EQ((*sb)->rows(), (*rb)->rows());
-  while (!(*rb)->done()) {
-    ASSERT_TRUE(real_->Step(**rb).ok());
-    ASSERT_TRUE(sim_->Step(**sb).ok());
-    EXPECT_EQ((*sb)->steps_taken(), (*rb)->steps_taken());
+  auto rb = real_->NewFlowBatch();
+  auto sb = sim_->NewFlowBatch();
+  auto rids = real_->Admit(*rb, rp, {3, 2});
+  auto sids = sim_->Admit(*sb, sp, {3, 2});
+  ASSERT_TRUE(rids.ok() && sids.ok());
+  EXPECT_EQ(*sids, *rids);
+  EXPECT_EQ(sb->rows(), rb->rows());
+  EXPECT_EQ(sb->padded_frames(), rb->padded_frames());
+  while (rb->pending_rows() > 0) {
+    ASSERT_TRUE(real_->Step(*rb).ok());
+    ASSERT_TRUE(sim_->Step(*sb).ok());
+    for (RowId id : *rids) {
+      EXPECT_EQ(sb->steps_taken(id), rb->steps_taken(id));
+      EXPECT_EQ(sb->frames(id), rb->frames(id));
+    }
   }
-  EXPECT_TRUE((*sb)->done());
-  // Vocode with a wrong job count fails the same way on both.
+  EXPECT_EQ(sb->pending_rows(), 0);
+  // Retire with a wrong job count fails the same way on both.
   std::vector<VocodeJob*> one_real = {rp[0]}, one_sim = {sp[0]};
-  EXPECT_EQ(sim_->Vocode(**sb, one_sim), real_->Vocode(**rb, one_real));
+  EXPECT_EQ(sim_->Retire(*sb, *sids, one_sim), real_->Retire(*rb, *rids, one_real));
+}
+
+// The running set on both runners: the same sequence of Admit, Step, Retire
+// and Drop calls (good and bad) gives the same statuses word for word, the
+// same row ids, steps and lengths after every call, and the same output
+// lengths; each runner refuses the other's FlowBatch.
+TEST_F(SimContractTest, RunningSetsAgreeCallForCall) {
+  const std::vector<Spec> specs = {{0, 30, 0, true, 0, 0}, {1, 60, 10, false, 8, 40},
+                                   {1, 9, 0, true, 0, 0},  {0, 70, 25, false, 8, 90},
+                                   {0, 30, 5, true, 0, 0}, {1, 20, 0, true, 0, 0}};
+  auto real_jobs = Jobs(specs, false);
+  auto sim_jobs = Jobs(specs, true);
+  auto rb = real_->NewFlowBatch();
+  auto sb = sim_->NewFlowBatch();
+  int call = 0;
+  auto same_state = [&] {
+    SCOPED_TRACE(call);
+    ASSERT_EQ(sb->row_ids(), rb->row_ids());
+    EXPECT_EQ(sb->padded_frames(), rb->padded_frames());
+    EXPECT_EQ(sb->pending_rows(), rb->pending_rows());
+    for (RowId id : rb->row_ids()) {
+      EXPECT_EQ(sb->steps_taken(id), rb->steps_taken(id));
+      EXPECT_EQ(sb->n_timesteps(id), rb->n_timesteps(id));
+      EXPECT_EQ(sb->frames(id), rb->frames(id));
+    }
+  };
+  // Runs one call on both (`f(vocoder, batch, jobs)`) and compares.
+  auto both =
+      [&](const std::function<absl::Status(Vocoder&, FlowBatch&, std::vector<VocodeJob>&)>& f) {
+        ++call;
+        const absl::Status r = f(*real_, *rb, real_jobs);
+        const absl::Status s = f(*sim_, *sb, sim_jobs);
+        EXPECT_EQ(s, r) << "call " << call;
+        same_state();
+        return r;
+      };
+  auto admit = [&](std::vector<int> which, std::vector<int> n) {
+    return [which, n](Vocoder& v, FlowBatch& b, std::vector<VocodeJob>& jobs) {
+      std::vector<VocodeJob*> ptrs;
+      for (int i : which) ptrs.push_back(&jobs[static_cast<size_t>(i)]);
+      return v.Admit(b, ptrs, n).status();
+    };
+  };
+  auto step = [](Vocoder& v, FlowBatch& b, std::vector<VocodeJob>&) { return v.Step(b); };
+  auto retire = [](std::vector<RowId> ids, std::vector<int> which) {
+    return [ids, which](Vocoder& v, FlowBatch& b, std::vector<VocodeJob>& jobs) {
+      std::vector<VocodeJob*> ptrs;
+      for (int i : which) ptrs.push_back(&jobs[static_cast<size_t>(i)]);
+      return v.Retire(b, ids, ptrs);
+    };
+  };
+  auto drop = [](std::vector<RowId> ids) {
+    return [ids](Vocoder& v, FlowBatch& b, std::vector<VocodeJob>&) { return v.Drop(b, ids); };
+  };
+
+  EXPECT_TRUE(both(step).ok());                   // empty set: a no-op
+  EXPECT_TRUE(both(admit({0, 1}, {3, 2})).ok());  // rows 0, 1
+  EXPECT_FALSE(both(admit({2}, {0})).ok());       // n_timesteps
+  EXPECT_FALSE(both(admit({2, 3}, {2})).ok());    // count
+  EXPECT_FALSE(both(admit({}, {})).ok());         // empty
+  real_jobs[4].tokens[1] = sim_jobs[4].tokens[1] = 7000;
+  EXPECT_FALSE(both(admit({2, 4}, {2, 2})).ok());  // job 1: token
+  EXPECT_TRUE(both(step).ok());
+  EXPECT_TRUE(both(admit({2}, {4})).ok());          // row 2: shorter, joins late
+  EXPECT_FALSE(both(retire({0}, {0})).ok());        // not done
+  EXPECT_FALSE(both(retire({1}, {1, 2})).ok());     // job count
+  EXPECT_FALSE(both(retire({7}, {0})).ok());        // unknown
+  EXPECT_FALSE(both(retire({1, 1}, {1, 1})).ok());  // twice
+  EXPECT_FALSE(both(drop({9})).ok());               // unknown
+  EXPECT_FALSE(both(drop({2, 2})).ok());            // twice
+  EXPECT_TRUE(both(step).ok());                     // row 1 done
+  EXPECT_TRUE(both(admit({3, 5}, {2, 5})).ok());    // rows 3 (the longest: re-pads), 4
+  EXPECT_TRUE(both(retire({1}, {1})).ok());
+  EXPECT_TRUE(both(step).ok());  // row 0 done
+  EXPECT_TRUE(both(drop({4})).ok());
+  EXPECT_TRUE(both(retire({0}, {0})).ok());
+  EXPECT_FALSE(both(drop({0})).ok());  // gone
+  while (rb->pending_rows() > 0) EXPECT_TRUE(both(step).ok());
+  EXPECT_TRUE(both(retire({2, 3}, {2, 3})).ok());
+  EXPECT_EQ(rb->rows(), 0);
+  for (int i : {0, 1, 2, 3}) {
+    SCOPED_TRACE(i);
+    const size_t k = static_cast<size_t>(i);
+    EXPECT_EQ(sim_jobs[k].mel.size(), real_jobs[k].mel.size());
+    EXPECT_EQ(sim_jobs[k].audio.size(), real_jobs[k].audio.size());
+    EXPECT_EQ(sim_jobs[k].source.size(), real_jobs[k].source.size());
+    EXPECT_GT(real_jobs[k].audio.size(), 0u);
+  }
+  EXPECT_TRUE(real_jobs[5].audio.empty() && sim_jobs[5].audio.empty());  // dropped
+  // A FlowBatch works only with the runner that made it.
+  std::vector<VocodeJob*> one_real = {&real_jobs[0]}, one_sim = {&sim_jobs[0]};
+  const absl::Status r = real_->Admit(*sb, one_real, {1}).status();
+  EXPECT_THAT(r.message(), ::testing::HasSubstr("flow batch was not made by this runner"));
+  EXPECT_EQ(sim_->Admit(*rb, one_sim, {1}).status(), r);
+  EXPECT_EQ(sim_->Step(*rb), real_->Step(*sb));
+  EXPECT_EQ(sim_->Drop(*rb, {}), real_->Drop(*sb, {}));
+  EXPECT_EQ(sim_->Retire(*rb, {}, {}), real_->Retire(*sb, {}, {}));
+  EXPECT_EQ(rb->rows(), 0);
+  EXPECT_EQ(sb->rows(), 0);
 }
 
 TEST_F(SimContractTest, BadJobsGiveTheRunnersErrors) {

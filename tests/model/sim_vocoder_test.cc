@@ -233,6 +233,52 @@ TEST(SimVocoderTest, HiftCostsEachLengthGroupApart) {
   EXPECT_EQ(clock.sleeps.back(), nanoseconds(std::llround((0.5 + 0.1 * 58 + 0.1 * 50) * 1e6)));
 }
 
+// The running set: Admit sleeps the encoder for the new rows only, Step the
+// estimator for the pending rows at the set's padded frames, Retire the run
+// overhead plus HiFT per length group; Drop takes no time.
+TEST(SimVocoderTest, RunningSetStagesSleepTheirShapes) {
+  FakeSimClock clock;
+  SimVocoder sim(TinyGeometry(), Round(), &clock);
+  auto voice = sim.PrepareVoice(MakeVoice(50, 1));
+  ASSERT_TRUE(voice.ok());
+  auto ms = [](double v) { return nanoseconds(std::llround(v * 1e6)); };
+  // Rows: 50 + 53 = 103 tokens, 200 frames; 50 + 28 = 78 tokens, 150 frames.
+  VocodeJob a = Job(*voice, 53, 25, false, 8), b = Job(*voice, 28, 0, false),
+            c = Job(*voice, 53, 25, false, 8);
+  auto batch = sim.NewFlowBatch();
+  std::vector<VocodeJob*> pa = {&a};
+  auto ia = sim.Admit(*batch, pa, {1});
+  ASSERT_TRUE(ia.ok());
+  EXPECT_EQ(clock.sleeps.back(), ms(1 + 0.01 * 1 * 103));
+  std::vector<VocodeJob*> pbc = {&b, &c};
+  auto ibc = sim.Admit(*batch, pbc, {3, 2});
+  ASSERT_TRUE(ibc.ok());
+  EXPECT_EQ(*ibc, (std::vector<RowId>{1, 2}));
+  EXPECT_EQ(clock.sleeps.back(), ms(1 + 0.01 * 2 * 103));  // the new rows, padded to 103
+  EXPECT_EQ(batch->padded_frames(), 200);
+  ASSERT_TRUE(sim.Step(*batch).ok());
+  EXPECT_EQ(clock.sleeps.back(), ms(2 + 0.001 * 6 * 200));  // 3 rows, CFG doubled
+  ASSERT_TRUE(sim.Step(*batch).ok());                       // row 0 (n = 1) is done: 2 rows pending
+  EXPECT_EQ(clock.sleeps.back(), ms(2 + 0.001 * 4 * 200));
+  const size_t sleeps = clock.sleeps.size();
+  ASSERT_TRUE(sim.Drop(*batch, {2}).ok());
+  EXPECT_EQ(clock.sleeps.size(), sleeps);
+  EXPECT_EQ(batch->padded_frames(), 200);  // row 0, done, still holds 200 frames
+  ASSERT_TRUE(sim.Step(*batch).ok());      // row 1 alone
+  EXPECT_EQ(clock.sleeps.back(), ms(2 + 0.001 * 2 * 200));
+  const size_t before_empty_step = clock.sleeps.size();
+  ASSERT_TRUE(sim.Step(*batch).ok());  // nothing pending: no work
+  EXPECT_EQ(clock.sleeps.size(), before_empty_step);
+  std::vector<VocodeJob*> pab = {&a, &b};
+  ASSERT_TRUE(sim.Retire(*batch, {(*ia)[0], (*ibc)[0]}, pab).ok());
+  // HiFT: 8 + 50 frames and 50 frames, apart, plus the run overhead.
+  EXPECT_EQ(clock.sleeps.back(), ms(0.5 + 0.1 * 58 + 0.1 * 50));
+  EXPECT_EQ(batch->rows(), 0);
+  EXPECT_EQ(batch->padded_frames(), 0);
+  EXPECT_EQ(a.audio.size(), 58u * 480);
+  EXPECT_EQ(b.audio.size(), 50u * 480);
+}
+
 TEST(SimVocoderTest, OutputsHaveTheRunnerGeometryAndAreDeterministic) {
   FakeSimClock clock;
   SimVocoder sim(TinyGeometry(), Round(), &clock);
@@ -298,10 +344,11 @@ TEST(SimVocoderTest, ValidatesLikeTheRunner) {
   // Stage order is enforced too.
   VocodeJob s = Job(*voice, 10, 0, true);
   std::vector<VocodeJob*> t = {&s};
-  auto batch = sim.Encode(t, 2);
-  ASSERT_TRUE(batch.ok());
-  EXPECT_THAT(sim.Vocode(**batch, t),
-              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("before the ODE")));
+  auto batch = sim.NewFlowBatch();
+  auto ids = sim.Admit(*batch, t, {2});
+  ASSERT_TRUE(ids.ok());
+  EXPECT_THAT(sim.Retire(*batch, *ids, t),
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("not finished its ODE")));
 }
 
 }  // namespace

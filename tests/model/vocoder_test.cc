@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 
 #include "nlohmann/json.hpp"
 #include "tests/testing/status_matchers.h"
@@ -214,22 +215,288 @@ TEST_F(VocoderTest, ContextAndCachesShapeTheOutput) {
   for (int s = 0; s < 1000; ++s) ASSERT_EQ(jobs[0].source[s], 0.0f);
 }
 
-// The stages compose to Run, and rows may sit at different ODE steps.
+// The stages compose to Run: Admit, Step until done, Retire.
 TEST_F(VocoderTest, StagesComposeToRun) {
   std::vector<VocodeJob> whole = {Synthetic("bob", 20, true, 4), Synthetic("alice", 12, false, 6)};
   std::vector<VocodeJob> staged = whole;
   ASSERT_TRUE(RunAll(whole, 4).ok());
   std::vector<VocodeJob*> ptrs = {&staged[0], &staged[1]};
-  auto batch = vocoder_->Encode(absl::MakeConstSpan(ptrs), 4);
-  ASSERT_TRUE(batch.ok()) << batch.status();
-  EXPECT_THAT((*batch)->steps_taken(), ::testing::ElementsAre(0, 0));
-  EXPECT_THAT(vocoder_->Vocode(**batch, absl::MakeConstSpan(ptrs)),
+  auto batch = vocoder_->NewFlowBatch();
+  auto ids = vocoder_->Admit(*batch, absl::MakeConstSpan(ptrs), {4, 4});
+  ASSERT_TRUE(ids.ok()) << ids.status();
+  ASSERT_EQ(ids->size(), 2u);
+  EXPECT_EQ(batch->row_ids(), *ids);
+  EXPECT_EQ(batch->steps_taken((*ids)[0]), 0);
+  // Valid frames: 2 (prompt + tokens), less the 6 lookahead frames when not final.
+  EXPECT_EQ(batch->frames((*ids)[0]), 2 * (voices_.at("bob")->prompt_tokens() + 20));
+  EXPECT_EQ(batch->frames((*ids)[1]), 2 * (voices_.at("alice")->prompt_tokens() + 12) - 6);
+  EXPECT_EQ(batch->padded_frames(), std::max(batch->frames((*ids)[0]), batch->frames((*ids)[1])));
+  EXPECT_THAT(vocoder_->Retire(*batch, *ids, absl::MakeConstSpan(ptrs)),
               StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("ODE")));
-  while (!(*batch)->done()) ASSERT_TRUE(vocoder_->Step(**batch).ok());
-  EXPECT_THAT((*batch)->steps_taken(), ::testing::ElementsAre(4, 4));
-  ASSERT_TRUE(vocoder_->Vocode(**batch, absl::MakeConstSpan(ptrs)).ok());
+  while (batch->pending_rows() > 0) ASSERT_TRUE(vocoder_->Step(*batch).ok());
+  EXPECT_EQ(batch->steps_taken((*ids)[0]), 4);
+  EXPECT_EQ(batch->steps_taken((*ids)[1]), 4);
+  ASSERT_TRUE(vocoder_->Retire(*batch, *ids, absl::MakeConstSpan(ptrs)).ok());
+  EXPECT_EQ(batch->rows(), 0);
+  EXPECT_EQ(batch->padded_frames(), 0);
   EXPECT_EQ(staged[0].audio, whole[0].audio);
   EXPECT_EQ(staged[1].audio, whole[1].audio);
+}
+
+// One row of a scripted running set.
+struct Scripted {
+  std::string name;
+  VocodeJob job;
+  int n_timesteps = 10;
+  int admit_at = 0;        // joins before the set's step `admit_at`
+  bool own_admit = false;  // its own Admit call, after those of the rows before it
+  int drop_at = -1;        // dropped before the set's step `drop_at`
+  int retire_after = -1;   // kept done in the set until after step `retire_after`
+  std::string alone_as{};  // the same job as this earlier row (one reference run)
+  RowId id = -1;
+  bool retired = false, dropped = false;
+};
+
+// Drives a running set through a script: before each step, the rows due join
+// (rows due together share one Admit unless own_admit) and the rows due leave
+// by Drop; after each step every done row is retired (rows done together
+// share one Retire) unless it waits for retire_after (then later Steps skip
+// it). `check(step, batch)` runs before each step.
+void RunScript(Vocoder& vocoder, std::vector<Scripted>& script,
+               const std::function<void(int, const FlowBatch&)>& check = nullptr) {
+  auto batch = vocoder.NewFlowBatch();
+  RowId last_id = -1;
+  for (int step = 0; step < 200; ++step) {
+    std::vector<VocodeJob*> jobs;
+    std::vector<int> n;
+    std::vector<Scripted*> who;
+    auto admit = [&] {
+      if (jobs.empty()) return;
+      auto ids = vocoder.Admit(*batch, jobs, n);
+      ASSERT_TRUE(ids.ok()) << ids.status();
+      ASSERT_EQ(ids->size(), who.size());
+      for (size_t i = 0; i < who.size(); ++i) {
+        EXPECT_GT((*ids)[i], last_id) << "RowIds are never reused";
+        last_id = (*ids)[i];
+        who[i]->id = (*ids)[i];
+        EXPECT_EQ(batch->steps_taken(last_id), 0);
+        EXPECT_EQ(batch->n_timesteps(last_id), who[i]->n_timesteps);
+      }
+      jobs.clear();
+      n.clear();
+      who.clear();
+    };
+    bool pending_admits = false;
+    for (Scripted& e : script) {
+      if (e.admit_at > step) pending_admits = true;
+      if (e.admit_at != step) continue;
+      if (e.own_admit) admit();
+      jobs.push_back(&e.job);
+      n.push_back(e.n_timesteps);
+      who.push_back(&e);
+      if (e.own_admit) admit();
+    }
+    admit();
+    std::vector<RowId> drop;
+    for (Scripted& e : script) {
+      if (e.drop_at == step && e.id >= 0 && !e.retired) {
+        drop.push_back(e.id);
+        e.dropped = true;
+      }
+    }
+    if (!drop.empty()) {
+      ASSERT_TRUE(vocoder.Drop(*batch, drop).ok());
+    }
+    if (!pending_admits && batch->rows() == 0) return;
+    if (check) check(step, *batch);
+    ASSERT_TRUE(vocoder.Step(*batch).ok());
+    std::vector<RowId> done;
+    std::vector<VocodeJob*> done_jobs;
+    for (Scripted& e : script) {
+      if (e.id >= 0 && !e.retired && !e.dropped && batch->done(e.id) && step >= e.retire_after) {
+        done.push_back(e.id);
+        done_jobs.push_back(&e.job);
+        e.retired = true;
+      }
+    }
+    if (!done.empty()) {
+      ASSERT_TRUE(vocoder.Retire(*batch, done, done_jobs).ok());
+      for (RowId id : done) EXPECT_EQ(batch->n_timesteps(id), 0) << "retired rows leave";
+    }
+  }
+  FAIL() << "script did not finish";
+}
+
+// Step-level batching: a job's audio and mel are those it gets alone, whether
+// it joins a running set at step 0, mid-solve or late, beside rows of other
+// voices, lengths (longer and shorter: the set re-pads both ways) and step
+// counts, with a neighbour dropped mid-solve, a row of equal length retiring
+// with it (HiFT batched) and rows of other lengths retiring with it (apart).
+TEST_F(VocoderTest, JoiningARunningSetAtAnyStepEqualsRunningAlone) {
+  VocodeJob with_caches = Synthetic("bob", 24, true, 12);
+  with_caches.context_tokens = 4;
+  with_caches.mel_cache.assign(8 * 80, -5.0f);
+  with_caches.source_cache.assign(960, 0.01f);
+  const VocodeJob j0 = Synthetic("alice", 30, true, 5);
+  // Frames: alice 2 (50 + tokens), bob 2 (37 + tokens), less 6 if not final.
+  std::vector<Scripted> script = {
+      // 164 frames, retired at step 2.
+      {.name = "A", .job = Synthetic("bob", 45, true, 1), .n_timesteps = 3, .admit_at = 0},
+      // 160: joins a longer set at step 0 in its own Admit, padded.
+      {.name = "J0", .job = j0, .n_timesteps = 6, .admit_at = 0, .own_admit = true},
+      // 214: re-pads the set; dropped mid-solve (the set shrinks back to 160).
+      {.name = "D",
+       .job = Synthetic("alice", 60, false, 2),
+       .n_timesteps = 6,
+       .admit_at = 2,
+       .drop_at = 4},
+      // J0's length and done with it: vocoded in one HiFT call with it.
+      {.name = "E", .job = Synthetic("alice", 30, true, 8), .n_timesteps = 3, .admit_at = 3},
+      // Caches; done with J0, vocoded apart (another length).
+      {.name = "J1", .job = with_caches, .n_timesteps = 2, .admit_at = 4},
+      // J0 again, mid-solve.
+      {.name = "J0b", .job = j0, .n_timesteps = 6, .admit_at = 4, .alone_as = "J0"},
+      // The shortest, and B in the same Admit; B is done at step 7 and waits
+      // in the set (Steps 8 and 9 skip it), retiring with J0b.
+      {.name = "J2", .job = Synthetic("alice", 8, true, 3), .n_timesteps = 6, .admit_at = 6},
+      {.name = "B",
+       .job = Synthetic("bob", 40, false, 4),
+       .n_timesteps = 2,
+       .admit_at = 6,
+       .retire_after = 9},
+      // J0 again, late: at J0b's last step.
+      {.name = "J0c", .job = j0, .n_timesteps = 6, .admit_at = 9, .alone_as = "J0"},
+  };
+  const int64_t alice = voices_.at("alice")->prompt_tokens();
+  RunScript(*vocoder_, script, [&](int step, const FlowBatch& batch) {
+    if (step == 2) {
+      EXPECT_EQ(batch.padded_frames(), 2 * (alice + 60) - 6) << "re-padded";
+    }
+    if (step == 4) {
+      EXPECT_EQ(batch.padded_frames(), 2 * (alice + 30)) << "shrunk after Drop";
+    }
+    int pending = 0;
+    for (RowId id : batch.row_ids()) pending += batch.done(id) ? 0 : 1;
+    EXPECT_EQ(batch.pending_rows(), pending);
+  });
+  std::map<std::string, VocodeJob> alone;
+  for (const Scripted& e : script) {
+    SCOPED_TRACE(e.name);
+    if (e.name == "D") {
+      EXPECT_TRUE(e.dropped);
+      EXPECT_TRUE(e.job.audio.empty());
+      continue;
+    }
+    ASSERT_TRUE(e.retired);
+    const std::string key = e.alone_as.empty() ? e.name : e.alone_as;
+    if (!alone.contains(key)) {
+      std::vector<VocodeJob> ref = {e.job};
+      ASSERT_TRUE(RunAll(ref, e.n_timesteps).ok());
+      alone[key] = ref[0];
+    }
+    const VocodeJob& ref = alone.at(key);
+    EXPECT_EQ(e.job.audio.size(), ref.audio.size());
+    EXPECT_LT(RelL2(e.job.audio, ref.audio), tolerance_);
+    EXPECT_LT(RelL2(e.job.mel, ref.mel), tolerance_);
+    EXPECT_EQ(e.job.source.size(), ref.source.size());
+  }
+}
+
+// Admit's errors leave the running set as it was, and it runs on.
+TEST_F(VocoderTest, AdmitErrorsLeaveTheSetUnchangedAndUsable) {
+  std::vector<VocodeJob> jobs = {Synthetic("alice", 20, true, 1), Synthetic("bob", 9, true, 2)};
+  std::vector<VocodeJob> ref = jobs;
+  auto batch = vocoder_->NewFlowBatch();
+  std::vector<VocodeJob*> ptrs = {&jobs[0], &jobs[1]};
+  auto ids = vocoder_->Admit(*batch, ptrs, {3, 2});
+  ASSERT_TRUE(ids.ok()) << ids.status();
+  ASSERT_TRUE(vocoder_->Step(*batch).ok());
+  const std::vector<RowId> rows = batch->row_ids();
+  const int64_t padded = batch->padded_frames();
+
+  VocodeJob good = Synthetic("bob", 70, true, 3);  // longer than the set
+  VocodeJob bad = Synthetic("alice", 10, true, 4);
+  bad.tokens[3] = 6563;
+  std::vector<VocodeJob*> good_bad = {&good, &bad};
+  std::vector<VocodeJob*> just_good = {&good};
+  EXPECT_THAT(vocoder_->Admit(*batch, good_bad, {3, 3}).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("job 1: token 3 is 6563")));
+  EXPECT_THAT(vocoder_->Admit(*batch, just_good, {0}).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("job 0: n_timesteps must be in 1..100; was 0")));
+  EXPECT_THAT(vocoder_->Admit(*batch, just_good, {101}).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("was 101")));
+  EXPECT_THAT(vocoder_->Admit(*batch, good_bad, {3}).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("1 n_timesteps for 2 jobs")));
+  EXPECT_THAT(vocoder_->Admit(*batch, {}, {}).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("empty batch")));
+  EXPECT_EQ(batch->row_ids(), rows);
+  EXPECT_EQ(batch->padded_frames(), padded);
+  EXPECT_EQ(batch->steps_taken(rows[0]), 1);
+  EXPECT_EQ(batch->steps_taken(rows[1]), 1);
+
+  while (batch->pending_rows() > 0) ASSERT_TRUE(vocoder_->Step(*batch).ok());
+  ASSERT_TRUE(vocoder_->Retire(*batch, rows, ptrs).ok());
+  std::vector<VocodeJob> a = {ref[0]}, b = {ref[1]};
+  ASSERT_TRUE(RunAll(a, 3).ok());
+  ASSERT_TRUE(RunAll(b, 2).ok());
+  EXPECT_LT(RelL2(jobs[0].audio, a[0].audio), tolerance_);
+  EXPECT_LT(RelL2(jobs[1].audio, b[0].audio), tolerance_);
+}
+
+// Retire and Drop refuse what they cannot do and leave the set unchanged;
+// RowIds are never reused.
+TEST_F(VocoderTest, RetireAndDropCheckTheirRows) {
+  std::vector<VocodeJob> jobs = {Synthetic("alice", 10, true, 1), Synthetic("bob", 12, true, 2)};
+  VocodeJob* x = &jobs[0];
+  VocodeJob* y = &jobs[1];
+  auto batch = vocoder_->NewFlowBatch();
+  EXPECT_TRUE(vocoder_->Step(*batch).ok()) << "an empty set steps as a no-op";
+  std::vector<VocodeJob*> both = {x, y};
+  auto ids = vocoder_->Admit(*batch, both, {1, 3});
+  ASSERT_TRUE(ids.ok()) << ids.status();
+  const RowId rx = (*ids)[0], ry = (*ids)[1];
+  ASSERT_TRUE(vocoder_->Step(*batch).ok());
+  EXPECT_TRUE(batch->done(rx));
+  EXPECT_FALSE(batch->done(ry));
+  auto unchanged = [&] {
+    EXPECT_EQ(batch->row_ids(), (std::vector<RowId>{rx, ry}));
+    EXPECT_EQ(batch->steps_taken(rx), 1);
+    EXPECT_EQ(batch->steps_taken(ry), 1);
+  };
+  std::vector<VocodeJob*> jy = {y}, jx = {x};
+  EXPECT_THAT(vocoder_->Retire(*batch, {ry}, jy),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       HasSubstr("has not finished its ODE (1 of 3 steps)")));
+  EXPECT_THAT(vocoder_->Retire(*batch, {rx, ry}, both),
+              StatusIs(absl::StatusCode::kFailedPrecondition, ::testing::_));
+  EXPECT_THAT(vocoder_->Retire(*batch, {rx}, both),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("2 jobs for 1 rows")));
+  EXPECT_THAT(vocoder_->Retire(*batch, {rx + 42}, jx),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("not in the running set")));
+  EXPECT_THAT(vocoder_->Retire(*batch, {rx, rx}, both),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("listed twice")));
+  EXPECT_THAT(vocoder_->Drop(*batch, {ry + 42}),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("not in the running set")));
+  EXPECT_THAT(vocoder_->Drop(*batch, {ry, ry}),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("listed twice")));
+  unchanged();
+  EXPECT_TRUE(x->audio.empty());
+
+  ASSERT_TRUE(vocoder_->Drop(*batch, {ry}).ok());
+  EXPECT_EQ(batch->row_ids(), (std::vector<RowId>{rx}));
+  EXPECT_EQ(batch->steps_taken(ry), -1);
+  EXPECT_THAT(vocoder_->Drop(*batch, {ry}),
+              StatusIs(absl::StatusCode::kInvalidArgument, ::testing::_));
+  ASSERT_TRUE(vocoder_->Retire(*batch, {rx}, jx).ok());
+  EXPECT_EQ(x->audio.size(), 10u * 960);
+  EXPECT_EQ(batch->rows(), 0);
+  EXPECT_THAT(vocoder_->Retire(*batch, {rx}, jx),
+              StatusIs(absl::StatusCode::kInvalidArgument, ::testing::_));
+  // New rows get new ids, also once the set was empty.
+  auto again = vocoder_->Admit(*batch, both, {1, 1});
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(*again, (std::vector<RowId>{ry + 1, ry + 2}));
 }
 
 TEST_F(VocoderTest, BadJobsGetTheDocumentedStatus) {

@@ -35,6 +35,9 @@ def samples(docs, allow_simulated=False):
             raise ValueError(f"{path}: not a `vocoder-bench model --json` file")
         if doc.get("simulated") and not allow_simulated:
             raise ValueError(f"{path}: measured on a simulated device; fit real measurements")
+        if doc.get("distinct_lengths"):
+            raise ValueError(f"{path}: a --distinct-lengths sweep (HiFT per row, rows of "
+                             "different lengths); fit sweeps of equal rows")
         n = doc["n_timesteps"]
         sources.append(f"{path}: {doc['model_size']} {doc['dtype']} on {doc['device']}, "
                        f"torch {doc['torch']}, prompt {doc['prompt_tokens']} tokens")

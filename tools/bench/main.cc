@@ -43,6 +43,8 @@ int main(int argc, char** argv) {
       ->add_option("--cache-frames", m.cache_frames,
                    "HiFT mel/source cache frames per job (the server's sessions use 8)")
       ->capture_default_str();
+  model->add_flag("--distinct-lengths", m.distinct_lengths,
+                  "Job i gets i more new tokens: every row a different HiFT length");
   model->add_option("--gap-ms", m.gap_ms, "Idle time before each run (a paced stream's chunk gap)")
       ->capture_default_str();
 

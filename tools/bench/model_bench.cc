@@ -106,7 +106,8 @@ int RunModelBench(const ModelBenchOptions& o) {
         model::VocodeJob& j = jobs[static_cast<size_t>(i)];
         j.voice = *voice;
         // context + new tokens + the 3 lookahead tokens a streaming chunk holds back
-        for (int k = 0; k < o.context_tokens + chunk + 3; ++k) j.tokens.push_back(tok(rng));
+        const int extra = o.distinct_lengths ? i : 0;
+        for (int k = 0; k < o.context_tokens + chunk + extra + 3; ++k) j.tokens.push_back(tok(rng));
         j.context_tokens = o.context_tokens;
         j.finalize = false;
         j.noise_offset = 2 * (i * 1000);
@@ -124,22 +125,24 @@ int RunModelBench(const ModelBenchOptions& o) {
       bool failed = false;
       for (int it = 0; it < o.warmup + o.iterations; ++it) {
         if (o.gap_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(o.gap_ms));
-        // Run(), stage by stage, each timed.
+        // Run(), stage by stage (Admit, Steps, Retire), each timed.
         using SC = std::chrono::steady_clock;
         const auto t0 = SC::now();
-        auto batch = vocoder.Encode(absl::MakeConstSpan(ptrs), o.n_timesteps);
-        absl::Status s = batch.status();
+        auto batch = vocoder.NewFlowBatch();
+        const std::vector<int> n_timesteps(ptrs.size(), o.n_timesteps);
+        auto row_ids = vocoder.Admit(*batch, absl::MakeConstSpan(ptrs), n_timesteps);
+        absl::Status s = row_ids.status();
         const auto t1 = SC::now();
         double steps_total = 0;
         std::vector<double> steps;
-        while (s.ok() && !(*batch)->done()) {
+        while (s.ok() && batch->pending_rows() > 0) {
           const auto a = SC::now();
-          s = vocoder.Step(**batch);
+          s = vocoder.Step(*batch);
           steps.push_back(Ms(SC::now() - a));
           steps_total += steps.back();
         }
         const auto t2 = SC::now();
-        if (s.ok()) s = vocoder.Vocode(**batch, absl::MakeConstSpan(ptrs));
+        if (s.ok()) s = vocoder.Retire(*batch, *row_ids, absl::MakeConstSpan(ptrs));
         const auto t3 = SC::now();
         if (!s.ok()) {
           std::printf("%6d %6d  failed: %s\n", bs, chunk, s.ToString().c_str());
@@ -163,15 +166,16 @@ int RunModelBench(const ModelBenchOptions& o) {
       r.step_ms = Quantile(step_ms, 0.5);
       r.vocode_ms = Quantile(vocode_ms, 0.5);
       r.other_ms = Quantile(other_ms, 0.5);
-      r.padded_tokens = r.row_tokens;
-      r.padded_frames = m.frames_per_token * r.row_tokens - m.lookahead_frames;
+      r.padded_tokens = r.row_tokens + (o.distinct_lengths ? bs - 1 : 0);
+      r.padded_frames = m.frames_per_token * r.padded_tokens - m.lookahead_frames;
       r.hift_frames = static_cast<int>(jobs[0].audio.size()) / m.samples_per_frame;
       r.median_ms = Quantile(ms, 0.5);
       r.p95_ms = Quantile(ms, 0.95);
       r.amortized_ms = r.median_ms / bs;
       // New audio only: the cache frames were emitted by the previous chunk.
-      const double audio_s =
-          double(jobs[0].emitted_frames()) * m.samples_per_frame / m.sample_rate * bs;
+      int64_t emitted = 0;
+      for (const auto& j : jobs) emitted += j.emitted_frames();
+      const double audio_s = double(emitted) * m.samples_per_frame / m.sample_rate;
       r.audio_s_per_s = audio_s / (r.median_ms / 1000.0);
       r.peak_bytes = device->is_cuda() ? model::CudaPeakMemory(*device) : MaxRssBytes();
       std::printf("%6d %6d %6d %10.2f %10.2f %12.3f %12.2f %10.1f %9.2f %9.2f %9.2f\n", bs, chunk,
@@ -189,10 +193,10 @@ int RunModelBench(const ModelBenchOptions& o) {
         m.size, o.device, m.estimator_dtype, rt.torch_version);
     f << absl::StrFormat(
         "  \"n_timesteps\": %d, \"prompt_tokens\": %d, \"context_tokens\": %d, \"gap_ms\": %d,\n"
-        "  \"cache_frames\": %d, \"simulated\": %s,\n"
+        "  \"cache_frames\": %d, \"distinct_lengths\": %s, \"simulated\": %s,\n"
         "  \"peak_memory_kind\": \"%s\",\n  \"rows\": [\n",
         o.n_timesteps, prompt_tokens, o.context_tokens, o.gap_ms, o.cache_frames,
-        model::IsSimDevice(o.device) ? "true" : "false",
+        o.distinct_lengths ? "true" : "false", model::IsSimDevice(o.device) ? "true" : "false",
         device->is_cuda() ? "cuda_allocator_peak" : "process_max_rss");
     for (size_t i = 0; i < rows.size(); ++i) {
       const Row& r = rows[i];

@@ -1,6 +1,6 @@
 // `vocoder-bench model`: the model runner's batch sweep, the measured version
 // of the design note's table (batch 1 ~50 ms, 8 ~70 ms, 32 ~150 ms, 64 ~280 ms).
-// Each run goes through the stages (Encode, Step x n, Vocode), each timed, so
+// Each run goes through the stages (Admit, Step x n, Retire), each timed, so
 // the JSON also holds per-stage medians and shapes: the input of
 // tools/bench/fit_profile.py, which turns it into a simulator profile.
 #ifndef VOCODER_TOOLS_BENCH_MODEL_BENCH_H_
@@ -30,6 +30,12 @@ struct ModelBenchOptions {
   // Mel/source cache frames per job (the server's sessions send 8 after the
   // first chunk): HiFT then vocodes cache + emitted frames, as in serving.
   int cache_frames = 0;
+  // Job i of a batch gets i more new tokens than job 0, so no two rows share
+  // a vocoded length and Retire runs HiFT once per row (it is not causal, so
+  // rows of different lengths are vocoded apart): what that costs against a
+  // batch of equal rows. Shapes in the JSON are then job 0's (row_tokens,
+  // hift_frames) and the batch's padded ones (padded_tokens, padded_frames).
+  bool distinct_lengths = false;
 };
 
 int RunModelBench(const ModelBenchOptions& options);
