@@ -45,6 +45,7 @@ struct Config {
   double max_padding_waste = 0.3;
   int max_queue_jobs = 1024;
   std::string grouping = "mixed";  // "voice" or "mixed"
+  std::string scheduling = "batch";  // "batch" (whole solves) or "step" (issue #13)
 
   // Limits.
   int max_streams = 256;

@@ -36,6 +36,7 @@ batcher::BatcherOptions BatcherOptionsFrom(const config::Config& c) {
   o.max_padding_waste = c.max_padding_waste;
   o.max_queue_jobs = c.max_queue_jobs;
   o.grouping = c.grouping == "voice" ? batcher::Grouping::kVoice : batcher::Grouping::kMixed;
+  o.scheduling = c.scheduling == "step" ? batcher::Scheduling::kStep : batcher::Scheduling::kBatch;
   return o;
 }
 
