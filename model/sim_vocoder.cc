@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "model/flow_rows.h"
 
 namespace vocoder::model {
 namespace {
@@ -21,16 +22,10 @@ class RealClock final : public SimClock {
 
 nanoseconds FromMs(double ms) { return nanoseconds(static_cast<int64_t>(std::llround(ms * 1e6))); }
 
-class SimFlowBatch final : public FlowBatch {
+// The simulator's running set: the shared row bookkeeping, no device state.
+class SimFlowBatch final : public FlowRows {
  public:
-  int rows() const override { return static_cast<int>(P.size()); }
-  std::vector<int> steps_taken() const override { return steps; }
-  int n_timesteps() const override { return n; }
-
-  int n = 10;
-  int64_t tmax = 0;
-  std::vector<int64_t> P, T, emit_begin;  // per row, as the LibTorch runner's
-  std::vector<int> steps;
+  using FlowRows::FlowRows;
 };
 
 }  // namespace
@@ -93,67 +88,80 @@ absl::StatusOr<std::shared_ptr<const Voice>> SimVocoder::PrepareVoice(VoiceData 
 }
 
 absl::Status SimVocoder::Run(absl::Span<VocodeJob* const> jobs, int n_timesteps) {
-  auto batch = Encode(jobs, n_timesteps);
-  if (!batch.ok()) return batch.status();
-  while (!(*batch)->done()) {
-    if (auto s = Step(**batch); !s.ok()) return s;
+  if (auto s = PrepareBatch(jobs, n_timesteps, m_, *this); !s.ok()) return s;
+  auto batch = NewFlowBatch();
+  const std::vector<int> n(jobs.size(), n_timesteps);
+  auto rows = Admit(*batch, jobs, n);
+  if (!rows.ok()) return rows.status();
+  while (batch->pending_rows() > 0) {
+    if (auto s = Step(*batch); !s.ok()) return s;
   }
-  return Vocode(**batch, jobs);
+  return Retire(*batch, *rows, jobs);
 }
 
-absl::StatusOr<std::unique_ptr<FlowBatch>> SimVocoder::Encode(absl::Span<VocodeJob* const> jobs,
-                                                              int n_timesteps) {
-  if (auto s = PrepareBatch(jobs, n_timesteps, m_, *this); !s.ok()) return s;
+std::unique_ptr<FlowBatch> SimVocoder::NewFlowBatch() {
+  return std::make_unique<SimFlowBatch>(this);
+}
+
+namespace {
+SimFlowBatch* Own(FlowBatch& batch, const Vocoder* runner) {
+  auto* b = dynamic_cast<SimFlowBatch*>(&batch);
+  return b != nullptr && b->owner() == runner ? b : nullptr;
+}
+}  // namespace
+
+absl::StatusOr<std::vector<RowId>> SimVocoder::Admit(FlowBatch& base,
+                                                     absl::Span<VocodeJob* const> jobs,
+                                                     absl::Span<const int> n_timesteps) {
+  SimFlowBatch* b = Own(base, this);
+  if (b == nullptr) return ForeignBatchError();
+  if (auto s = PrepareAdmit(jobs, n_timesteps, m_, *this); !s.ok()) return s;
   const auto start = clock_.Now();
-  auto b = std::make_unique<SimFlowBatch>();
-  b->n = n_timesteps;
-  const int64_t fpt = m_.frames_per_token;
+  std::vector<FlowRow> rows;
   int64_t lmax = 0;
-  for (const VocodeJob* j : jobs) {
-    const int64_t p = j->voice->prompt_tokens();
-    const int64_t nt = static_cast<int64_t>(j->tokens.size());
-    const int64_t t = fpt * (p + nt) - (j->finalize ? 0 : m_.lookahead_frames);
-    b->P.push_back(p);
-    b->T.push_back(t);
-    b->emit_begin.push_back(fpt * (p + j->context_tokens));
-    lmax = std::max(lmax, p + nt);
-    b->tmax = std::max(b->tmax, t);
+  for (size_t i = 0; i < jobs.size(); ++i) {
+    const VocodeJob& j = *jobs[i];
+    rows.push_back(MakeFlowRow(j, n_timesteps[i], m_));
+    lmax = std::max(lmax, j.voice->prompt_tokens() + static_cast<int64_t>(j.tokens.size()));
   }
-  b->steps.assign(jobs.size(), 0);
   Spend(start, PredictEncode(static_cast<int64_t>(jobs.size()), lmax));
-  return std::unique_ptr<FlowBatch>(std::move(b));
+  return b->Append(std::move(rows));
 }
 
 absl::Status SimVocoder::Step(FlowBatch& base) {
-  auto& b = static_cast<SimFlowBatch&>(base);
-  bool any = false;
-  for (int& s : b.steps) {
-    if (s < b.n) {
-      ++s;
-      any = true;
+  SimFlowBatch* b = Own(base, this);
+  if (b == nullptr) return ForeignBatchError();
+  int64_t pending = 0;
+  for (FlowRow& r : b->list()) {
+    if (!r.done()) {
+      ++r.steps;
+      ++pending;
     }
   }
-  // Finished rows ride along (dt = 0), as in the LibTorch runner.
-  if (any) Spend(clock_.Now(), PredictStep(b.rows(), b.tmax));
+  // Only the pending rows run, at the set's padded length.
+  if (pending > 0) Spend(clock_.Now(), PredictStep(pending, b->padded_frames()));
   return absl::OkStatus();
 }
 
-absl::Status SimVocoder::Vocode(FlowBatch& base, absl::Span<VocodeJob* const> jobs) {
-  auto& b = static_cast<SimFlowBatch&>(base);
-  if (auto s = CheckVocodeBatch(b, jobs.size()); !s.ok()) return s;
+absl::Status SimVocoder::Retire(FlowBatch& base, absl::Span<const RowId> ids,
+                                absl::Span<VocodeJob* const> jobs) {
+  SimFlowBatch* b = Own(base, this);
+  if (b == nullptr) return ForeignBatchError();
+  if (auto s = CheckRetire(*b, ids, jobs.size()); !s.ok()) return s;
   const auto start = clock_.Now();
   const int64_t spf = m_.samples_per_frame;
   const int64_t fpt = m_.frames_per_token;
   const int bins = m_.mel_bins;
   std::map<int64_t, int64_t> rows_by_len;  // HiFT runs rows of equal length together
-  for (int64_t i = 0; i < b.rows(); ++i) {
-    VocodeJob& j = *jobs[static_cast<size_t>(i)];
+  for (size_t i = 0; i < ids.size(); ++i) {
+    const FlowRow& row = b->list()[static_cast<size_t>(b->Find(ids[i]))];
+    VocodeJob& j = *jobs[i];
     const int64_t k = static_cast<int64_t>(j.mel_cache.size()) / bins;
-    const int64_t f = b.T[i] - b.emit_begin[i];
+    const int64_t f = row.frames - row.emit_begin;
     // Emitted mel: a deterministic function of each frame's token.
     j.mel.resize(static_cast<size_t>(f * bins));
     for (int64_t e = 0; e < f; ++e) {
-      const int64_t token_index = (b.emit_begin[i] + e) / fpt - b.P[i];
+      const int64_t token_index = (row.emit_begin + e) / fpt - row.prompt_tokens;
       const float level =
           -8.0f + static_cast<float>(j.tokens[static_cast<size_t>(token_index)] % 97) / 16.0f;
       std::fill_n(j.mel.begin() + e * bins, bins, level);
@@ -178,9 +186,18 @@ absl::Status SimVocoder::Vocode(FlowBatch& base, absl::Span<VocodeJob* const> jo
     std::copy(j.source_cache.begin(), j.source_cache.end(), j.source.begin());
     ++rows_by_len[k + f];
   }
+  b->Remove(ids);
   nanoseconds predicted = FromMs(profile_.run_overhead_ms);
   for (const auto& [frames, rows] : rows_by_len) predicted += PredictHift(rows, frames);
   Spend(start, predicted);
+  return absl::OkStatus();
+}
+
+absl::Status SimVocoder::Drop(FlowBatch& base, absl::Span<const RowId> ids) {
+  SimFlowBatch* b = Own(base, this);
+  if (b == nullptr) return ForeignBatchError();
+  if (auto s = CheckDrop(*b, ids); !s.ok()) return s;
+  b->Remove(ids);
   return absl::OkStatus();
 }
 

@@ -58,12 +58,19 @@ class SimVocoder final : public Vocoder {
 
   absl::StatusOr<std::shared_ptr<const Voice>> PrepareVoice(VoiceData data) override;
   absl::Status Run(absl::Span<VocodeJob* const> jobs, int n_timesteps) override;
-  absl::StatusOr<std::unique_ptr<FlowBatch>> Encode(absl::Span<VocodeJob* const> jobs,
-                                                    int n_timesteps) override;
+  std::unique_ptr<FlowBatch> NewFlowBatch() override;
+  absl::StatusOr<std::vector<RowId>> Admit(FlowBatch& batch, absl::Span<VocodeJob* const> jobs,
+                                           absl::Span<const int> n_timesteps) override;
   absl::Status Step(FlowBatch& batch) override;
-  absl::Status Vocode(FlowBatch& batch, absl::Span<VocodeJob* const> jobs) override;
+  absl::Status Retire(FlowBatch& batch, absl::Span<const RowId> rows,
+                      absl::Span<VocodeJob* const> jobs) override;
+  absl::Status Drop(FlowBatch& batch, absl::Span<const RowId> rows) override;
 
-  // Predicted stage times (what the stages sleep for). Pure.
+  // Predicted stage times (what the stages sleep for). Pure. Admit sleeps
+  // PredictEncode(new rows, their padded tokens); Step sleeps
+  // PredictStep(pending rows, the set's padded frames); Retire sleeps the
+  // run overhead plus PredictHift(rows, frames) per group of rows of equal
+  // vocoded length; Drop takes no simulated time.
   std::chrono::nanoseconds PredictEncode(int64_t rows, int64_t padded_tokens) const;
   std::chrono::nanoseconds PredictStep(int64_t rows, int64_t padded_frames) const;  // CFG: 2x rows
   std::chrono::nanoseconds PredictHift(int64_t rows, int64_t frames) const;

@@ -19,6 +19,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "model/device.h"
+#include "model/flow_rows.h"
 #include "model/runtime.h"
 #include "model/sim_vocoder.h"
 #include "model/vocoder.h"
@@ -96,19 +97,37 @@ torch::ScalarType DType(const std::string& name) {
   return torch::kFloat32;
 }
 
-class TorchFlowBatch final : public FlowBatch {
+// The running set's device state. Each row owns a slot: index i of x and
+// index i (conditional half) and S + i (unconditional half) of the
+// CFG-doubled tensors, S = slots(). Slots are compacted (index_select on the
+// kept slots) whenever rows leave; should that copy fail, the stale slots
+// stay until the next compaction and Step runs only the rows' slots.
+class TorchFlowBatch final : public FlowRows {
  public:
-  int rows() const override { return static_cast<int>(P.size()); }
-  std::vector<int> steps_taken() const override { return steps; }
-  int n_timesteps() const override { return n; }
+  using FlowRows::FlowRows;
+  int64_t slots() const { return x.defined() ? x.size(0) : 0; }
+  int64_t slot_frames() const { return x.defined() ? x.size(2) : 0; }
 
-  int n = 10;
-  std::vector<int64_t> P, T,
-      emit_begin;          // per row: prompt tokens, valid frames, first emitted frame
-  std::vector<int> steps;  // per row
-  torch::Tensor x, mask, mu, spks, cond;  // (B, 80, Tmax) f32 etc., device
-  torch::Tensor t_span;                   // (n+1,) f32, host
+  torch::Tensor x;  // (S, 80, Tpad) f32: the ODE state
+  // Built once at Admit, in the flow dtype, doubled for CFG: rows [0, S)
+  // conditional, [S, 2S) unconditional (mu, spks, cond zero there).
+  torch::Tensor mask2;  // (2S, 1, Tpad)
+  torch::Tensor mu2;    // (2S, 80, Tpad)
+  torch::Tensor spks2;  // (2S, 80)
+  torch::Tensor cond2;  // (2S, 80, Tpad)
 };
+
+TorchFlowBatch* Own(FlowBatch& batch, const Vocoder* runner) {
+  auto* b = dynamic_cast<TorchFlowBatch*>(&batch);
+  return b != nullptr && b->owner() == runner ? b : nullptr;
+}
+
+// Zero-pads the last dimension of `t` to `frames`.
+torch::Tensor PadFrames(const torch::Tensor& t, int64_t frames) {
+  const int64_t have = t.size(-1);
+  if (have == frames) return t;
+  return torch::constant_pad_nd(t, {0, frames - have}, 0);
+}
 
 class TorchVocoder final : public Vocoder {
  public:
@@ -164,32 +183,55 @@ class TorchVocoder final : public Vocoder {
   }
 
   absl::Status Run(absl::Span<VocodeJob* const> jobs, int n_timesteps) override {
-    auto batch = Encode(jobs, n_timesteps);
-    if (!batch.ok()) return batch.status();
-    while (!(*batch)->done()) {
-      if (auto s = Step(**batch); !s.ok()) return s;
+    if (auto s = PrepareBatch(jobs, n_timesteps, m_, *this); !s.ok()) return s;
+    auto batch = NewFlowBatch();
+    const std::vector<int> n(jobs.size(), n_timesteps);
+    auto rows = Admit(*batch, jobs, n);
+    if (!rows.ok()) return rows.status();
+    while (batch->pending_rows() > 0) {
+      if (auto s = Step(*batch); !s.ok()) return s;
     }
-    return Vocode(**batch, jobs);
+    return Retire(*batch, *rows, jobs);
   }
 
-  absl::StatusOr<std::unique_ptr<FlowBatch>> Encode(absl::Span<VocodeJob* const> jobs,
-                                                    int n_timesteps) override {
-    if (auto s = PrepareBatch(jobs, n_timesteps, m_, *this); !s.ok()) return s;
-    auto batch = std::make_unique<TorchFlowBatch>();
-    absl::Status s = Guarded("encoder", [&] { return EncodeLocked(jobs, n_timesteps, *batch); });
+  std::unique_ptr<FlowBatch> NewFlowBatch() override {
+    return std::make_unique<TorchFlowBatch>(this);
+  }
+
+  absl::StatusOr<std::vector<RowId>> Admit(FlowBatch& base, absl::Span<VocodeJob* const> jobs,
+                                           absl::Span<const int> n_timesteps) override {
+    TorchFlowBatch* b = Own(base, this);
+    if (b == nullptr) return ForeignBatchError();
+    if (auto s = PrepareAdmit(jobs, n_timesteps, m_, *this); !s.ok()) return s;
+    std::vector<RowId> ids;
+    absl::Status s = Guarded("encoder", [&] { return AdmitLocked(*b, jobs, n_timesteps, ids); });
     if (!s.ok()) return s;
-    return std::unique_ptr<FlowBatch>(std::move(batch));
+    return ids;
   }
 
   absl::Status Step(FlowBatch& base) override {
-    auto& b = static_cast<TorchFlowBatch&>(base);
-    return Guarded("estimator", [&] { return StepLocked(b); });
+    TorchFlowBatch* b = Own(base, this);
+    if (b == nullptr) return ForeignBatchError();
+    return Guarded("estimator", [&] { return StepLocked(*b); });
   }
 
-  absl::Status Vocode(FlowBatch& base, absl::Span<VocodeJob* const> jobs) override {
-    auto& b = static_cast<TorchFlowBatch&>(base);
-    if (auto s = CheckVocodeBatch(b, jobs.size()); !s.ok()) return s;
-    return Guarded("hift", [&] { return VocodeLocked(b, jobs); });
+  absl::Status Retire(FlowBatch& base, absl::Span<const RowId> rows,
+                      absl::Span<VocodeJob* const> jobs) override {
+    TorchFlowBatch* b = Own(base, this);
+    if (b == nullptr) return ForeignBatchError();
+    if (auto s = CheckRetire(*b, rows, jobs.size()); !s.ok()) return s;
+    if (rows.empty()) return absl::OkStatus();
+    absl::Status s = Guarded("hift", [&] { return RetireLocked(*b, rows, jobs); });
+    Remove(*b, rows);
+    return s;
+  }
+
+  absl::Status Drop(FlowBatch& base, absl::Span<const RowId> rows) override {
+    TorchFlowBatch* b = Own(base, this);
+    if (b == nullptr) return ForeignBatchError();
+    if (auto s = CheckDrop(*b, rows); !s.ok()) return s;
+    Remove(*b, rows);
+    return absl::OkStatus();
   }
 
  private:
@@ -241,21 +283,26 @@ class TorchVocoder final : public Vocoder {
     return std::make_optional<c10::cuda::CUDAStreamGuard>(*stream_);
   }
 
-  absl::Status EncodeLocked(absl::Span<VocodeJob* const> jobs, int n, TorchFlowBatch& b) {
+  // Encodes the new rows and merges them into the set. Builds everything in
+  // locals and assigns at the end, so an exception leaves the set unchanged.
+  absl::Status AdmitLocked(TorchFlowBatch& b, absl::Span<VocodeJob* const> jobs,
+                           absl::Span<const int> n_timesteps, std::vector<RowId>& ids) {
     TorchThreadGuard guard(TorchThreadGuard::kCompute);
     auto stream_guard = StreamGuard();
     const int64_t B = static_cast<int64_t>(jobs.size());
     const int64_t fpt = m_.frames_per_token;
-    int64_t lmax = 0;
-    for (auto* j : jobs) {
-      lmax = std::max<int64_t>(lmax,
-                               j->voice->prompt_tokens() + static_cast<int64_t>(j->tokens.size()));
+    std::vector<FlowRow> rows;
+    int64_t lmax = 0, tmax = 0;
+    for (int64_t i = 0; i < B; ++i) {
+      const VocodeJob& j = *jobs[i];
+      rows.push_back(MakeFlowRow(j, n_timesteps[i], m_));
+      lmax =
+          std::max<int64_t>(lmax, j.voice->prompt_tokens() + static_cast<int64_t>(j.tokens.size()));
+      tmax = std::max(tmax, rows.back().frames);
     }
     torch::Tensor tokens = Host({B, lmax}, torch::kInt64);
     torch::Tensor lens = Host({B}, torch::kInt64);
     auto tok = tokens.accessor<int64_t, 2>();
-    b.n = n;
-    int64_t tmax = 0;
     for (int64_t i = 0; i < B; ++i) {
       const VocodeJob& j = *jobs[i];
       const auto& prompt = j.voice->data.prompt_tokens;
@@ -264,18 +311,13 @@ class TorchVocoder final : public Vocoder {
       for (int64_t k = 0; k < p; ++k) tok[i][k] = prompt[k];
       for (int64_t k = 0; k < nt; ++k) tok[i][p + k] = j.tokens[k];
       lens[i] = p + nt;
-      const int64_t t = fpt * (p + nt) - (j.finalize ? 0 : m_.lookahead_frames);
-      b.P.push_back(p);
-      b.T.push_back(t);
-      b.emit_begin.push_back(fpt * (p + j.context_tokens));
-      tmax = std::max(tmax, t);
     }
     std::vector<torch::Tensor> embs;
     for (auto* j : jobs) embs.push_back(j->voice->tensors->embedding);
     torch::Tensor emb = torch::stack(embs).to(encoder_dtype_);
     auto out = encoder_.forward({ToDevice(tokens), ToDevice(lens), emb}).toTuple();
     torch::Tensor mu = out->elements()[0].toTensor().to(torch::kFloat32);
-    b.spks = out->elements()[1].toTensor().to(torch::kFloat32);
+    torch::Tensor spks = out->elements()[1].toTensor().to(torch::kFloat32);
     mu = mu.index({Slice(), Slice(), Slice(None, tmax)});
 
     // Mask, cond and initial noise, built on the host then copied once.
@@ -284,114 +326,206 @@ class TorchVocoder final : public Vocoder {
     auto ni = noise_index.accessor<int64_t, 2>();
     auto mk = mask.accessor<float, 3>();
     for (int64_t i = 0; i < B; ++i) {
-      const int64_t prompt_frames = fpt * b.P[i];
+      const int64_t prompt_frames = fpt * rows[i].prompt_tokens;
       for (int64_t f = 0; f < tmax; ++f) {
-        mk[i][0][f] = f < b.T[i] ? 1.0f : 0.0f;
+        mk[i][0][f] = f < rows[i].frames ? 1.0f : 0.0f;
         ni[i][f] = f < prompt_frames
                        ? f
                        : (prompt_frames + jobs[i]->noise_offset + (f - prompt_frames)) %
                              m_.flow_noise_frames;
       }
     }
-    b.mask = ToDevice(mask);
-    b.mu = mu * b.mask;
-    b.cond = torch::zeros({B, m_.mel_bins, tmax}, b.mu.options());
+    mask = ToDevice(mask);
+    mu = mu * mask;
+    torch::Tensor cond = torch::zeros({B, m_.mel_bins, tmax}, mu.options());
     for (int64_t i = 0; i < B; ++i) {
       const auto& pf = jobs[i]->voice->tensors->prompt_feat_t;
-      b.cond.index_put_({i, Slice(), Slice(None, pf.size(1))}, pf);
+      cond.index_put_({i, Slice(), Slice(None, pf.size(1))}, pf);
     }
     // z[i, :, f] = flow_noise[:, index[i, f]]
     torch::Tensor idx = ToDevice(noise_index).reshape({-1});
-    b.x = flow_noise_.index_select(1, idx)
-              .reshape({m_.mel_bins, B, tmax})
-              .permute({1, 0, 2})
-              .contiguous();
-    b.steps.assign(static_cast<size_t>(B), 0);
-    // The schedule exactly as the official sampler computes it, in fp32.
-    b.t_span = 1 - torch::cos(torch::linspace(0, 1, n + 1, torch::kFloat32) * 0.5 * M_PI);
+    torch::Tensor x = flow_noise_.index_select(1, idx)
+                          .reshape({m_.mel_bins, B, tmax})
+                          .permute({1, 0, 2})
+                          .contiguous();
+    // The new rows' conditioning, CFG-doubled once.
+    const auto fd = flow_dtype_;
+    torch::Tensor mask2 = torch::cat({mask, mask}).to(fd);
+    torch::Tensor mu2 = torch::cat({mu, torch::zeros_like(mu)}).to(fd);
+    torch::Tensor spks2 = torch::cat({spks, torch::zeros_like(spks)}).to(fd);
+    torch::Tensor cond2 = torch::cat({cond, torch::zeros_like(cond)}).to(fd);
+
+    const int64_t S = b.slots();
+    if (S > 0) {
+      // Merge: [old | new] for x, [old cond | new cond | old uncond | new
+      // uncond] for the doubled tensors, all padded to the longer length.
+      const int64_t frames = std::max(b.slot_frames(), tmax);
+      auto merge2 = [&](const torch::Tensor& old2, const torch::Tensor& new2) {
+        return torch::cat(
+            {PadFrames(old2.narrow(0, 0, S), frames), PadFrames(new2.narrow(0, 0, B), frames),
+             PadFrames(old2.narrow(0, S, S), frames), PadFrames(new2.narrow(0, B, B), frames)});
+      };
+      x = torch::cat({PadFrames(b.x, frames), PadFrames(x, frames)});
+      mask2 = merge2(b.mask2, mask2);
+      mu2 = merge2(b.mu2, mu2);
+      cond2 = merge2(b.cond2, cond2);
+      spks2 = torch::cat({b.spks2.narrow(0, 0, S), spks2.narrow(0, 0, B), b.spks2.narrow(0, S, S),
+                          spks2.narrow(0, B, B)});
+    }
+    for (int64_t i = 0; i < B; ++i) rows[i].slot = S + i;
+    // Nothing below throws: the set changes only now.
+    b.x = std::move(x);
+    b.mask2 = std::move(mask2);
+    b.mu2 = std::move(mu2);
+    b.spks2 = std::move(spks2);
+    b.cond2 = std::move(cond2);
+    ids = b.Append(std::move(rows));
     return absl::OkStatus();
+  }
+
+  // The cosine schedule of n steps exactly as the official sampler computes
+  // it, in fp32 (cached per n; GPU thread only).
+  const std::vector<float>& Schedule(int n) {
+    auto it = schedules_.find(n);
+    if (it != schedules_.end()) return it->second;
+    torch::Tensor span = 1 - torch::cos(torch::linspace(0, 1, n + 1, torch::kFloat32) * 0.5 * M_PI);
+    std::vector<float> v(span.data_ptr<float>(), span.data_ptr<float>() + n + 1);
+    return schedules_.emplace(n, std::move(v)).first->second;
   }
 
   absl::Status StepLocked(TorchFlowBatch& b) {
     TorchThreadGuard guard(TorchThreadGuard::kCompute);
     auto stream_guard = StreamGuard();
-    const int64_t B = b.rows();
+    std::vector<FlowRow*> pending;
+    for (FlowRow& r : b.list()) {
+      if (!r.done()) pending.push_back(&r);
+    }
+    if (pending.empty()) return absl::OkStatus();
+    const int64_t P = static_cast<int64_t>(pending.size());
+    const int64_t S = b.slots();
     // Per-row t and dt, following the official recurrence t += dt,
     // dt = t_span[k+1] - t, so rows match the Python sampler bit for bit.
-    torch::Tensor t = Host({B}, torch::kFloat32);
-    torch::Tensor dt = Host({B, 1, 1}, torch::kFloat32);
-    auto span = b.t_span.accessor<float, 1>();
-    bool any = false;
-    for (int64_t i = 0; i < B; ++i) {
-      const int k = b.steps[i];
-      if (k >= b.n) continue;  // finished rows ride along with dt = 0
-      any = true;
+    // One host tensor each (t already doubled for CFG), one copy each.
+    torch::Tensor t = Host({2 * P}, torch::kFloat32);
+    torch::Tensor dt = Host({P, 1, 1}, torch::kFloat32);
+    auto ta = t.accessor<float, 1>();
+    auto da = dt.accessor<float, 3>();
+    bool all_slots = P == S;
+    for (int64_t i = 0; i < P; ++i) {
+      const FlowRow& r = *pending[i];
+      all_slots = all_slots && r.slot == i;
+      const std::vector<float>& span = Schedule(r.n_timesteps);
       float tk = span[0];
       float dk = span[1] - span[0];
-      for (int s = 1; s <= k; ++s) {
+      for (int s = 1; s <= r.steps; ++s) {
         tk = tk + dk;
         dk = span[s + 1] - tk;
       }
-      t[i] = tk;
-      dt[i][0][0] = dk;
+      ta[i] = tk;
+      ta[P + i] = tk;
+      da[i][0][0] = dk;
     }
-    if (!any) return absl::OkStatus();
     const auto fd = flow_dtype_;
-    torch::Tensor zeros_mu = torch::zeros_like(b.mu);
-    torch::Tensor x2 = torch::cat({b.x, b.x}).to(fd);
-    torch::Tensor mask2 = torch::cat({b.mask, b.mask}).to(fd);
-    torch::Tensor mu2 = torch::cat({b.mu, zeros_mu}).to(fd);
-    torch::Tensor t_dev = ToDevice(t);
-    torch::Tensor t2 = torch::cat({t_dev, t_dev}).to(fd);
-    torch::Tensor spks2 = torch::cat({b.spks, torch::zeros_like(b.spks)}).to(fd);
-    torch::Tensor cond2 = torch::cat({b.cond, torch::zeros_like(b.cond)}).to(fd);
-    torch::Tensor v =
-        estimator_.forward({x2, mask2, mu2, t2, spks2, cond2}).toTensor().to(torch::kFloat32);
-    auto halves = v.chunk(2);
     const double rate = m_.cfg_rate;
-    torch::Tensor dphi = (1.0 + rate) * halves[0] - rate * halves[1];
-    b.x = b.x + ToDevice(dt) * dphi;
-    for (int64_t i = 0; i < B; ++i) {
-      if (b.steps[i] < b.n) ++b.steps[i];
+    torch::Tensor t2 = ToDevice(t).to(fd);
+    if (all_slots) {
+      // Every row pending: the doubled conditioning as built at Admit.
+      torch::Tensor x2 = torch::cat({b.x, b.x}).to(fd);
+      torch::Tensor v = estimator_.forward({x2, b.mask2, b.mu2, t2, b.spks2, b.cond2})
+                            .toTensor()
+                            .to(torch::kFloat32);
+      auto halves = v.chunk(2);
+      torch::Tensor dphi = (1.0 + rate) * halves[0] - rate * halves[1];
+      b.x = b.x + ToDevice(dt) * dphi;
+    } else {
+      // Some rows are done (or slots are stale): run the pending rows' slots.
+      torch::Tensor slots = Host({P}, torch::kInt64);
+      for (int64_t i = 0; i < P; ++i) slots[i] = pending[i]->slot;
+      torch::Tensor idx = ToDevice(slots);
+      torch::Tensor idx2 = torch::cat({idx, idx + S});
+      torch::Tensor xs = b.x.index_select(0, idx);
+      torch::Tensor x2 = torch::cat({xs, xs}).to(fd);
+      torch::Tensor v =
+          estimator_
+              .forward({x2, b.mask2.index_select(0, idx2), b.mu2.index_select(0, idx2), t2,
+                        b.spks2.index_select(0, idx2), b.cond2.index_select(0, idx2)})
+              .toTensor()
+              .to(torch::kFloat32);
+      auto halves = v.chunk(2);
+      torch::Tensor dphi = (1.0 + rate) * halves[0] - rate * halves[1];
+      b.x = b.x.index_copy(0, idx, xs + ToDevice(dt) * dphi);
     }
+    for (FlowRow* r : pending) ++r->steps;
     return absl::OkStatus();
   }
 
-  absl::Status VocodeLocked(TorchFlowBatch& b, absl::Span<VocodeJob* const> jobs) {
+  // HiFT for done rows; fills jobs[i] from rows[i]. Does not change the set.
+  absl::Status RetireLocked(TorchFlowBatch& b, absl::Span<const RowId> ids,
+                            absl::Span<VocodeJob* const> jobs) {
     TorchThreadGuard guard(TorchThreadGuard::kCompute);
     auto stream_guard = StreamGuard();
     const int64_t spf = m_.samples_per_frame;
+    const int64_t bins = m_.mel_bins;
+    const int64_t R = static_cast<int64_t>(ids.size());
+    std::vector<const FlowRow*> rows;
+    torch::Tensor slots = Host({R}, torch::kInt64);
+    int64_t cache_frames = 0, cache_samples = 0;
+    for (int64_t i = 0; i < R; ++i) {
+      rows.push_back(&b.list()[static_cast<size_t>(b.Find(ids[i]))]);
+      slots[i] = rows.back()->slot;
+      cache_frames += static_cast<int64_t>(jobs[i]->mel_cache.size()) / bins;
+      cache_samples += static_cast<int64_t>(jobs[i]->source_cache.size());
+    }
+    // The retiring rows' ODE state: one gather, one copy to the host for the
+    // emitted mels.
+    torch::Tensor xr = b.x.index_select(0, ToDevice(slots));
+    torch::Tensor xr_host = xr.to(torch::kCPU);
+    // Every row's mel and source caches, staged together, one copy each.
+    torch::Tensor mel_caches, source_caches;
+    if (cache_frames > 0) {
+      torch::Tensor h = Host({cache_frames, bins}, torch::kFloat32);
+      float* dst = h.data_ptr<float>();
+      for (auto* j : jobs) dst = std::copy(j->mel_cache.begin(), j->mel_cache.end(), dst);
+      mel_caches = ToDevice(h).t();  // (80, sum K)
+    }
+    if (cache_samples > 0) {
+      torch::Tensor h = Host({cache_samples}, torch::kFloat32);
+      float* dst = h.data_ptr<float>();
+      for (auto* j : jobs) dst = std::copy(j->source_cache.begin(), j->source_cache.end(), dst);
+      source_caches = ToDevice(h);
+    }
     // HiFT is not causal: vocode rows of equal length together.
     std::map<int64_t, std::vector<int64_t>> by_len;
-    std::vector<torch::Tensor> mels(jobs.size());
-    for (int64_t i = 0; i < b.rows(); ++i) {
-      torch::Tensor mel = b.x.index({i, Slice(), Slice(b.emit_begin[i], b.T[i])});
+    std::vector<torch::Tensor> mels(static_cast<size_t>(R));
+    std::vector<int64_t> source_at(static_cast<size_t>(R));
+    int64_t cache_pos = 0, source_pos = 0;
+    for (int64_t i = 0; i < R; ++i) {
+      const FlowRow& r = *rows[i];
       VocodeJob& j = *jobs[i];
-      const int64_t k = static_cast<int64_t>(j.mel_cache.size()) / m_.mel_bins;
-      torch::Tensor emitted_t = mel.t().contiguous().to(torch::kCPU);
+      torch::Tensor emitted_t =
+          xr_host.index({i, Slice(), Slice(r.emit_begin, r.frames)}).t().contiguous();
       j.mel.assign(emitted_t.data_ptr<float>(), emitted_t.data_ptr<float>() + emitted_t.numel());
-      if (k > 0) {
-        torch::Tensor cache =
-            torch::from_blob(j.mel_cache.data(), {k, m_.mel_bins}, torch::kFloat32)
-                .t()
-                .to(torch_device_);
-        mel = torch::cat({cache, mel}, 1);
-      }
+      torch::Tensor mel = xr.index({i, Slice(), Slice(r.emit_begin, r.frames)});
+      const int64_t k = static_cast<int64_t>(j.mel_cache.size()) / bins;
+      if (k > 0) mel = torch::cat({mel_caches.narrow(1, cache_pos, k), mel}, 1);
+      cache_pos += k;
+      source_at[i] = source_pos;
+      source_pos += static_cast<int64_t>(j.source_cache.size());
       mels[i] = mel;
       by_len[mel.size(1)].push_back(i);
     }
-    for (const auto& [frames, rows] : by_len) {
-      const int64_t G = static_cast<int64_t>(rows.size());
+    for (const auto& [frames, group] : by_len) {
+      const int64_t G = static_cast<int64_t>(group.size());
       const int64_t samples = frames * spf;
       std::vector<torch::Tensor> group_mel;
       torch::Tensor phase = Host({G, m_.harmonics, 1}, torch::kFloat32);
       torch::Tensor noise_index = Host({G, samples}, torch::kInt64);
       auto ni = noise_index.accessor<int64_t, 2>();
       for (int64_t g = 0; g < G; ++g) {
-        const VocodeJob& j = *jobs[rows[g]];
-        group_mel.push_back(mels[rows[g]]);
+        const VocodeJob& j = *jobs[group[g]];
+        group_mel.push_back(mels[group[g]]);
         for (int h = 0; h < m_.harmonics; ++h) phase[g][h][0] = j.hift_phase[h];
-        const int64_t k = static_cast<int64_t>(j.mel_cache.size()) / m_.mel_bins;
+        const int64_t k = static_cast<int64_t>(j.mel_cache.size()) / bins;
         const int64_t first_frame = j.noise_offset + m_.frames_per_token * j.context_tokens - k;
         int64_t start = (spf * first_frame) % m_.hift_noise_samples;
         if (start < 0) start += m_.hift_noise_samples;
@@ -404,19 +538,16 @@ class TorchVocoder final : public Vocoder {
                                 .contiguous();
       torch::Tensor source = hift_source_.forward({mel, ToDevice(phase), noise}).toTensor();
       for (int64_t g = 0; g < G; ++g) {
-        const VocodeJob& j = *jobs[rows[g]];
-        if (j.source_cache.empty()) continue;
+        const VocodeJob& j = *jobs[group[g]];
         const int64_t c = static_cast<int64_t>(j.source_cache.size());
-        torch::Tensor cached =
-            torch::from_blob(const_cast<float*>(j.source_cache.data()), {c}, torch::kFloat32)
-                .to(torch_device_);
-        source.index_put_({g, 0, Slice(None, c)}, cached);
+        if (c == 0) continue;
+        source.index_put_({g, 0, Slice(None, c)}, source_caches.narrow(0, source_at[group[g]], c));
       }
       torch::Tensor wav = hift_decode_.forward({mel, source}).toTensor();
       torch::Tensor wav_host = wav.to(torch::kCPU, torch::kFloat32).contiguous();
       torch::Tensor src_host = source.to(torch::kCPU, torch::kFloat32).contiguous();
       for (int64_t g = 0; g < G; ++g) {
-        VocodeJob& j = *jobs[rows[g]];
+        VocodeJob& j = *jobs[group[g]];
         const float* w = wav_host.data_ptr<float>() + g * samples;
         const float* s = src_host.data_ptr<float>() + g * samples;
         j.audio.assign(w, w + samples);
@@ -424,6 +555,49 @@ class TorchVocoder final : public Vocoder {
       }
     }
     return absl::OkStatus();
+  }
+
+  // Removes rows from the set, then compacts its tensors to the remaining
+  // rows' slots (one index_select per tensor on one index tensor) and their
+  // padded length. A failed compaction keeps the stale slots (Step runs only
+  // the rows' slots) until the next one.
+  void Remove(TorchFlowBatch& b, absl::Span<const RowId> ids) {
+    b.Remove(ids);
+    if (b.rows() == 0) {
+      b.x.reset();
+      b.mask2.reset();
+      b.mu2.reset();
+      b.spks2.reset();
+      b.cond2.reset();
+      return;
+    }
+    const int64_t S = b.slots();
+    const int64_t frames = b.padded_frames();
+    const int64_t R = b.rows();
+    bool identity = R == S && frames == b.slot_frames();
+    for (int64_t i = 0; identity && i < R; ++i) identity = b.list()[i].slot == i;
+    if (identity) return;
+    absl::Status s = Guarded("compacting the running set", [&] {
+      TorchThreadGuard guard(TorchThreadGuard::kCompute);
+      auto stream_guard = StreamGuard();
+      torch::Tensor slots = Host({R}, torch::kInt64);
+      for (int64_t i = 0; i < R; ++i) slots[i] = b.list()[i].slot;
+      torch::Tensor idx = ToDevice(slots);
+      torch::Tensor idx2 = torch::cat({idx, idx + S});
+      torch::Tensor x = b.x.narrow(2, 0, frames).index_select(0, idx);
+      torch::Tensor mask2 = b.mask2.narrow(2, 0, frames).index_select(0, idx2);
+      torch::Tensor mu2 = b.mu2.narrow(2, 0, frames).index_select(0, idx2);
+      torch::Tensor cond2 = b.cond2.narrow(2, 0, frames).index_select(0, idx2);
+      torch::Tensor spks2 = b.spks2.index_select(0, idx2);
+      b.x = std::move(x);
+      b.mask2 = std::move(mask2);
+      b.mu2 = std::move(mu2);
+      b.cond2 = std::move(cond2);
+      b.spks2 = std::move(spks2);
+      for (int64_t i = 0; i < R; ++i) b.list()[i].slot = i;
+      return absl::OkStatus();
+    });
+    (void)s;  // stale slots are correct, only slower; the next compaction retries
   }
 
   const Manifest m_;
@@ -434,6 +608,7 @@ class TorchVocoder final : public Vocoder {
   torch::jit::Module encoder_, estimator_, hift_source_, hift_decode_;
   torch::Tensor flow_noise_, hift_noise_;
   std::optional<c10::cuda::CUDAStream> stream_;
+  std::map<int, std::vector<float>> schedules_;  // Schedule(n), GPU thread only
 };
 
 HostTensor ToHost(const torch::Tensor& value) {

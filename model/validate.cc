@@ -123,14 +123,18 @@ absl::Status PrepareJob(VocodeJob& job, const Manifest& m) {
   return absl::OkStatus();
 }
 
-absl::Status PrepareBatch(absl::Span<VocodeJob* const> jobs, int n_timesteps, const Manifest& m,
-                          const Vocoder& runner) {
-  if (jobs.empty()) return absl::InvalidArgumentError("empty batch");
-  if (n_timesteps <= 0 || n_timesteps > 100) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("n_timesteps must be in 1..100; was ", n_timesteps));
-  }
+namespace {
+
+absl::Status CheckJobs(absl::Span<VocodeJob* const> jobs, absl::Span<const int> n_timesteps,
+                       const Manifest& m, const Vocoder& runner) {
   for (size_t i = 0; i < jobs.size(); ++i) {
+    if (!n_timesteps.empty()) {
+      const int n = n_timesteps[i];
+      if (n <= 0 || n > 100) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("job ", i, ": n_timesteps must be in 1..100; was ", n));
+      }
+    }
     if (auto s = PrepareJob(*jobs[i], m); !s.ok()) {
       return absl::Status(s.code(), absl::StrCat("job ", i, ": ", s.message()));
     }
@@ -142,12 +146,63 @@ absl::Status PrepareBatch(absl::Span<VocodeJob* const> jobs, int n_timesteps, co
   return absl::OkStatus();
 }
 
-absl::Status CheckVocodeBatch(const FlowBatch& batch, size_t jobs) {
-  if (!batch.done()) return absl::FailedPreconditionError("Vocode before the ODE finished");
-  if (jobs != static_cast<size_t>(batch.rows())) {
-    return absl::InvalidArgumentError("Vocode: job count differs from the encoded batch");
+// Every id in the set, none twice.
+absl::Status CheckRows(const FlowBatch& batch, absl::Span<const RowId> rows, const char* what) {
+  for (size_t i = 0; i < rows.size(); ++i) {
+    if (batch.n_timesteps(rows[i]) == 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(what, ": row ", rows[i], " is not in the running set"));
+    }
+    for (size_t k = 0; k < i; ++k) {
+      if (rows[k] == rows[i]) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(what, ": row ", rows[i], " is listed twice"));
+      }
+    }
   }
   return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status PrepareBatch(absl::Span<VocodeJob* const> jobs, int n_timesteps, const Manifest& m,
+                          const Vocoder& runner) {
+  if (jobs.empty()) return absl::InvalidArgumentError("empty batch");
+  if (n_timesteps <= 0 || n_timesteps > 100) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("n_timesteps must be in 1..100; was ", n_timesteps));
+  }
+  return CheckJobs(jobs, {}, m, runner);
+}
+
+absl::Status PrepareAdmit(absl::Span<VocodeJob* const> jobs, absl::Span<const int> n_timesteps,
+                          const Manifest& m, const Vocoder& runner) {
+  if (jobs.empty()) return absl::InvalidArgumentError("empty batch");
+  if (n_timesteps.size() != jobs.size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("Admit: ", n_timesteps.size(), " n_timesteps for ", jobs.size(), " jobs"));
+  }
+  return CheckJobs(jobs, n_timesteps, m, runner);
+}
+
+absl::Status CheckRetire(const FlowBatch& batch, absl::Span<const RowId> rows, size_t jobs) {
+  if (auto s = CheckRows(batch, rows, "Retire"); !s.ok()) return s;
+  if (jobs != rows.size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("Retire: ", jobs, " jobs for ", rows.size(), " rows"));
+  }
+  for (RowId r : rows) {
+    if (!batch.done(r)) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("Retire: row ", r, " has not finished its ODE (", batch.steps_taken(r),
+                       " of ", batch.n_timesteps(r), " steps)"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckDrop(const FlowBatch& batch, absl::Span<const RowId> rows) {
+  return CheckRows(batch, rows, "Drop");
 }
 
 }  // namespace vocoder::model

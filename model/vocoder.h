@@ -1,14 +1,18 @@
-// The S3Gen model runner's interface: a batch of vocoding jobs in, audio out.
+// The S3Gen model runner's interface: vocoding jobs in, audio out.
 // No torch types here (the implementation, torch_vocoder.cc, keeps them behind
 // this interface), so the server and its tests compile without torch headers.
 //
 // A job is one row: its own speech tokens, its own voice (different voices
 // share a batch), its left context, final flag, noise position and HiFT
-// caches. One batch shares n_timesteps. The stages (Encode, Step, Vocode) are
-// exposed so a scheduler can run single ODE steps with per-row t.
+// caches. Run vocodes a whole batch that shares n_timesteps. The stages
+// (NewFlowBatch, Admit, Step, Retire, Drop) expose the ODE solve as a
+// *running set* of rows for step-level scheduling: rows join between Euler
+// steps, each follows its own n_timesteps schedule at its own t, and leave
+// when done (vocoded) or dropped; see docs/model-format.md.
 //
 // Thread-safety: a Vocoder is thread-compatible: one thread (the batcher's
-// GPU thread) runs batches. PrepareVoice is thread-safe.
+// GPU thread) runs batches and stages. PrepareVoice is thread-safe. A
+// FlowBatch is thread-compatible and belongs to the runner that made it.
 #ifndef VOCODER_MODEL_VOCODER_H_
 #define VOCODER_MODEL_VOCODER_H_
 
@@ -75,32 +79,64 @@ struct VocodeJob {
 // InvalidArgument with a message a client can act on.
 absl::Status PrepareJob(VocodeJob& job, const Manifest& manifest);
 
-// What Encode checks before any work, shared by every runner: a non-empty
+// What Run checks before any work, shared by every runner: a non-empty
 // batch, n_timesteps in 1..100, PrepareJob on each job (errors prefixed with
 // "job i: ") and each job's voice prepared by `runner`. InvalidArgument.
 absl::Status PrepareBatch(absl::Span<VocodeJob* const> jobs, int n_timesteps,
                           const Manifest& manifest, const Vocoder& runner);
 
-class FlowBatch;
-// What Vocode checks: the ODE finished (FailedPrecondition) and one job per
-// encoded row (InvalidArgument).
-absl::Status CheckVocodeBatch(const FlowBatch& batch, size_t jobs);
+// What Admit checks before any work: a non-empty batch, one n_timesteps per
+// job, and per job (errors prefixed with "job i: ") n_timesteps in 1..100,
+// PrepareJob and the voice prepared by `runner`. InvalidArgument.
+absl::Status PrepareAdmit(absl::Span<VocodeJob* const> jobs, absl::Span<const int> n_timesteps,
+                          const Manifest& manifest, const Vocoder& runner);
 
-// Encoded rows and their ODE state, between Encode and Vocode.
+// A row of a running set: stable for the row's life in its FlowBatch, never
+// reused by that FlowBatch (ids count up from 0).
+using RowId = int64_t;
+
+// The device state of a running set of rows between Euler steps: encoded
+// rows join (Admit), advance (Step), and leave (Retire, Drop). Rows may be at
+// different steps of different schedules. Made by Vocoder::NewFlowBatch and
+// usable only with the runner that made it.
+// Thread-compatible.
 class FlowBatch {
  public:
   virtual ~FlowBatch() = default;
   virtual int rows() const = 0;
-  // Steps taken by each row; rows may be at different steps (per-row t).
-  virtual std::vector<int> steps_taken() const = 0;
-  virtual int n_timesteps() const = 0;
-  bool done() const {
-    for (int s : steps_taken()) {
-      if (s < n_timesteps()) return false;
-    }
-    return true;
+  // The current rows, in row order (admission order; leaving rows keep the
+  // order of the others).
+  virtual std::vector<RowId> row_ids() const = 0;
+  // Steps the row has taken (0 after Admit); -1 for an id not in the set.
+  virtual int steps_taken(RowId row) const = 0;
+  // The row's own schedule length (its n_timesteps at Admit); 0 for an id not
+  // in the set.
+  virtual int n_timesteps(RowId row) const = 0;
+  // The set's padded length in mel frames (the longest row's frames; what a
+  // Step's estimator call runs at); 0 when empty.
+  virtual int64_t padded_frames() const = 0;
+  // The row's valid frames (prompt + tokens, less the lookahead when not
+  // final); 0 for an id not in the set.
+  virtual int64_t frames(RowId row) const = 0;
+  // The row has taken all its steps (false for an id not in the set).
+  bool done(RowId row) const {
+    const int n = n_timesteps(row);
+    return n > 0 && steps_taken(row) >= n;
+  }
+  // Rows not done: what the next Step advances.
+  int pending_rows() const {
+    int pending = 0;
+    for (RowId r : row_ids()) pending += done(r) ? 0 : 1;
+    return pending;
   }
 };
+
+// What Retire checks before any work: every row in `batch` and listed once
+// (InvalidArgument), one job per row (InvalidArgument), every row done
+// (FailedPrecondition).
+absl::Status CheckRetire(const FlowBatch& batch, absl::Span<const RowId> rows, size_t jobs);
+// What Drop checks: every row in `batch` and listed once (InvalidArgument).
+absl::Status CheckDrop(const FlowBatch& batch, absl::Span<const RowId> rows);
 
 class Vocoder {
  public:
@@ -111,20 +147,45 @@ class Vocoder {
   // Validates and uploads a voice. Thread-safe.
   virtual absl::StatusOr<std::shared_ptr<const Voice>> PrepareVoice(VoiceData data) = 0;
 
-  // The whole pipeline for one batch: Encode, n_timesteps Steps, Vocode.
-  // Errors: InvalidArgument (a bad job), ResourceExhausted (device out of
-  // memory), Internal (model failure). Never throws.
+  // Whole-solve batching: NewFlowBatch, Admit with n_timesteps for every job,
+  // Step until every row is done, Retire all; fills every job's outputs.
+  // Errors: InvalidArgument (a bad job; PrepareBatch), ResourceExhausted
+  // (device out of memory), Internal (model failure). Never throws.
   virtual absl::Status Run(absl::Span<VocodeJob* const> jobs, int n_timesteps) = 0;
 
-  // Stage 1: PrepareJob on every job, encoder once, initial noise.
-  virtual absl::StatusOr<std::unique_ptr<FlowBatch>> Encode(absl::Span<VocodeJob* const> jobs,
-                                                            int n_timesteps) = 0;
+  // An empty running set on this runner's device.
+  virtual std::unique_ptr<FlowBatch> NewFlowBatch() = 0;
+
+  // Stage 1: PrepareAdmit, one encoder call for all the jobs, initial noise;
+  // appends one row per job at step 0 of its own n_timesteps (re-padding the
+  // set's tensors when the new rows are longer, padding the new rows when
+  // shorter). A row's CFG-doubled conditioning (mu / zeros, spks / zeros,
+  // cond / zeros) is built here, once. Returns the new rows' ids, in job
+  // order. The jobs need not outlive the call (Retire takes them again).
+  // Errors: InvalidArgument (a bad job, or a batch of another runner),
+  // ResourceExhausted, Internal; on any error the set is unchanged.
+  virtual absl::StatusOr<std::vector<RowId>> Admit(FlowBatch& batch,
+                                                   absl::Span<VocodeJob* const> jobs,
+                                                   absl::Span<const int> n_timesteps) = 0;
+
   // Stage 2: one estimator call (CFG by batch doubling) advancing every row
-  // that is not done by one Euler step, each at its own t.
+  // that is not done by one Euler step, each at its own t of its own
+  // schedule. OK and no work when no row is pending. On error (InvalidArgument
+  // for a batch of another runner aside) the rows' ODE state is undefined:
+  // the caller drops every row.
   virtual absl::Status Step(FlowBatch& batch) = 0;
-  // Stage 3: HiFT for every row (rows of equal length together); fills the
-  // jobs' outputs. The batch must be done.
-  virtual absl::Status Vocode(FlowBatch& batch, absl::Span<VocodeJob* const> jobs) = 0;
+
+  // Stage 3: HiFT for the given rows (rows of equal vocoded length together:
+  // HiFT is not causal), filling jobs[i]'s outputs (mel, audio, source) from
+  // rows[i]; the rows leave the set (compacting its tensors), whether HiFT
+  // succeeds or not. CheckRetire's errors leave the set unchanged.
+  // Errors: CheckRetire's, ResourceExhausted, Internal.
+  virtual absl::Status Retire(FlowBatch& batch, absl::Span<const RowId> rows,
+                              absl::Span<VocodeJob* const> jobs) = 0;
+
+  // Removes rows without vocoding them (cancelled, expired, failed).
+  // CheckDrop's errors (unknown or repeated ids) leave the set unchanged.
+  virtual absl::Status Drop(FlowBatch& batch, absl::Span<const RowId> rows) = 0;
 };
 
 struct LoadOptions {

@@ -116,19 +116,26 @@ TEST_F(SimContractTest, StagesReportTheSameRowsAndSteps) {
   std::vector<VocodeJob*> rp, sp;
   for (auto& j : real_jobs) rp.push_back(&j);
   for (auto& j : sim_jobs) sp.push_back(&j);
-  auto rb = real_->Encode(rp, 3);
-  auto sb = sim_->Encode(sp, 3);
-  ASSERT_TRUE(rb.ok() && sb.ok());
-  EXPECT_EQ((*sb)->rows(), (*rb)->rows());
-  while (!(*rb)->done()) {
-    ASSERT_TRUE(real_->Step(**rb).ok());
-    ASSERT_TRUE(sim_->Step(**sb).ok());
-    EXPECT_EQ((*sb)->steps_taken(), (*rb)->steps_taken());
+  auto rb = real_->NewFlowBatch();
+  auto sb = sim_->NewFlowBatch();
+  auto rids = real_->Admit(*rb, rp, {3, 2});
+  auto sids = sim_->Admit(*sb, sp, {3, 2});
+  ASSERT_TRUE(rids.ok() && sids.ok());
+  EXPECT_EQ(*sids, *rids);
+  EXPECT_EQ(sb->rows(), rb->rows());
+  EXPECT_EQ(sb->padded_frames(), rb->padded_frames());
+  while (rb->pending_rows() > 0) {
+    ASSERT_TRUE(real_->Step(*rb).ok());
+    ASSERT_TRUE(sim_->Step(*sb).ok());
+    for (RowId id : *rids) {
+      EXPECT_EQ(sb->steps_taken(id), rb->steps_taken(id));
+      EXPECT_EQ(sb->frames(id), rb->frames(id));
+    }
   }
-  EXPECT_TRUE((*sb)->done());
-  // Vocode with a wrong job count fails the same way on both.
+  EXPECT_EQ(sb->pending_rows(), 0);
+  // Retire with a wrong job count fails the same way on both.
   std::vector<VocodeJob*> one_real = {rp[0]}, one_sim = {sp[0]};
-  EXPECT_EQ(sim_->Vocode(**sb, one_sim), real_->Vocode(**rb, one_real));
+  EXPECT_EQ(sim_->Retire(*sb, *sids, one_sim), real_->Retire(*rb, *rids, one_real));
 }
 
 TEST_F(SimContractTest, BadJobsGiveTheRunnersErrors) {

@@ -274,10 +274,11 @@ TEST(SimVocoderTest, ValidatesLikeTheRunner) {
   // Stage order is enforced too.
   VocodeJob s = Job(*voice, 10, 0, true);
   std::vector<VocodeJob*> t = {&s};
-  auto batch = sim.Encode(t, 2);
-  ASSERT_TRUE(batch.ok());
-  EXPECT_THAT(sim.Vocode(**batch, t),
-              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("before the ODE")));
+  auto batch = sim.NewFlowBatch();
+  auto ids = sim.Admit(*batch, t, {2});
+  ASSERT_TRUE(ids.ok());
+  EXPECT_THAT(sim.Retire(*batch, *ids, t),
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("not finished its ODE")));
 }
 
 }  // namespace

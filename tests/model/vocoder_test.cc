@@ -214,20 +214,30 @@ TEST_F(VocoderTest, ContextAndCachesShapeTheOutput) {
   for (int s = 0; s < 1000; ++s) ASSERT_EQ(jobs[0].source[s], 0.0f);
 }
 
-// The stages compose to Run, and rows may sit at different ODE steps.
+// The stages compose to Run: Admit, Step until done, Retire.
 TEST_F(VocoderTest, StagesComposeToRun) {
   std::vector<VocodeJob> whole = {Synthetic("bob", 20, true, 4), Synthetic("alice", 12, false, 6)};
   std::vector<VocodeJob> staged = whole;
   ASSERT_TRUE(RunAll(whole, 4).ok());
   std::vector<VocodeJob*> ptrs = {&staged[0], &staged[1]};
-  auto batch = vocoder_->Encode(absl::MakeConstSpan(ptrs), 4);
-  ASSERT_TRUE(batch.ok()) << batch.status();
-  EXPECT_THAT((*batch)->steps_taken(), ::testing::ElementsAre(0, 0));
-  EXPECT_THAT(vocoder_->Vocode(**batch, absl::MakeConstSpan(ptrs)),
+  auto batch = vocoder_->NewFlowBatch();
+  auto ids = vocoder_->Admit(*batch, absl::MakeConstSpan(ptrs), {4, 4});
+  ASSERT_TRUE(ids.ok()) << ids.status();
+  ASSERT_EQ(ids->size(), 2u);
+  EXPECT_EQ(batch->row_ids(), *ids);
+  EXPECT_EQ(batch->steps_taken((*ids)[0]), 0);
+  // Valid frames: 2 (prompt + tokens), less the 6 lookahead frames when not final.
+  EXPECT_EQ(batch->frames((*ids)[0]), 2 * (voices_.at("bob")->prompt_tokens() + 20));
+  EXPECT_EQ(batch->frames((*ids)[1]), 2 * (voices_.at("alice")->prompt_tokens() + 12) - 6);
+  EXPECT_EQ(batch->padded_frames(), std::max(batch->frames((*ids)[0]), batch->frames((*ids)[1])));
+  EXPECT_THAT(vocoder_->Retire(*batch, *ids, absl::MakeConstSpan(ptrs)),
               StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("ODE")));
-  while (!(*batch)->done()) ASSERT_TRUE(vocoder_->Step(**batch).ok());
-  EXPECT_THAT((*batch)->steps_taken(), ::testing::ElementsAre(4, 4));
-  ASSERT_TRUE(vocoder_->Vocode(**batch, absl::MakeConstSpan(ptrs)).ok());
+  while (batch->pending_rows() > 0) ASSERT_TRUE(vocoder_->Step(*batch).ok());
+  EXPECT_EQ(batch->steps_taken((*ids)[0]), 4);
+  EXPECT_EQ(batch->steps_taken((*ids)[1]), 4);
+  ASSERT_TRUE(vocoder_->Retire(*batch, *ids, absl::MakeConstSpan(ptrs)).ok());
+  EXPECT_EQ(batch->rows(), 0);
+  EXPECT_EQ(batch->padded_frames(), 0);
   EXPECT_EQ(staged[0].audio, whole[0].audio);
   EXPECT_EQ(staged[1].audio, whole[1].audio);
 }

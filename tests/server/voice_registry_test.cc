@@ -42,12 +42,18 @@ class FakeVocoder final : public model::Vocoder {
   absl::Status Run(absl::Span<model::VocodeJob* const>, int) override {
     return absl::UnimplementedError("fake");
   }
-  absl::StatusOr<std::unique_ptr<model::FlowBatch>> Encode(absl::Span<model::VocodeJob* const>,
-                                                           int) override {
+  std::unique_ptr<model::FlowBatch> NewFlowBatch() override { return nullptr; }
+  absl::StatusOr<std::vector<model::RowId>> Admit(model::FlowBatch&,
+                                                  absl::Span<model::VocodeJob* const>,
+                                                  absl::Span<const int>) override {
     return absl::UnimplementedError("fake");
   }
   absl::Status Step(model::FlowBatch&) override { return absl::UnimplementedError("fake"); }
-  absl::Status Vocode(model::FlowBatch&, absl::Span<model::VocodeJob* const>) override {
+  absl::Status Retire(model::FlowBatch&, absl::Span<const model::RowId>,
+                      absl::Span<model::VocodeJob* const>) override {
+    return absl::UnimplementedError("fake");
+  }
+  absl::Status Drop(model::FlowBatch&, absl::Span<const model::RowId>) override {
     return absl::UnimplementedError("fake");
   }
   std::atomic<int> prepared{0};

@@ -124,22 +124,24 @@ int RunModelBench(const ModelBenchOptions& o) {
       bool failed = false;
       for (int it = 0; it < o.warmup + o.iterations; ++it) {
         if (o.gap_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(o.gap_ms));
-        // Run(), stage by stage, each timed.
+        // Run(), stage by stage (Admit, Steps, Retire), each timed.
         using SC = std::chrono::steady_clock;
         const auto t0 = SC::now();
-        auto batch = vocoder.Encode(absl::MakeConstSpan(ptrs), o.n_timesteps);
-        absl::Status s = batch.status();
+        auto batch = vocoder.NewFlowBatch();
+        const std::vector<int> n_timesteps(ptrs.size(), o.n_timesteps);
+        auto row_ids = vocoder.Admit(*batch, absl::MakeConstSpan(ptrs), n_timesteps);
+        absl::Status s = row_ids.status();
         const auto t1 = SC::now();
         double steps_total = 0;
         std::vector<double> steps;
-        while (s.ok() && !(*batch)->done()) {
+        while (s.ok() && batch->pending_rows() > 0) {
           const auto a = SC::now();
-          s = vocoder.Step(**batch);
+          s = vocoder.Step(*batch);
           steps.push_back(Ms(SC::now() - a));
           steps_total += steps.back();
         }
         const auto t2 = SC::now();
-        if (s.ok()) s = vocoder.Vocode(**batch, absl::MakeConstSpan(ptrs));
+        if (s.ok()) s = vocoder.Retire(*batch, *row_ids, absl::MakeConstSpan(ptrs));
         const auto t3 = SC::now();
         if (!s.ok()) {
           std::printf("%6d %6d  failed: %s\n", bs, chunk, s.ToString().c_str());

@@ -1,6 +1,6 @@
 // `vocoder-bench model`: the model runner's batch sweep, the measured version
 // of the design note's table (batch 1 ~50 ms, 8 ~70 ms, 32 ~150 ms, 64 ~280 ms).
-// Each run goes through the stages (Encode, Step x n, Vocode), each timed, so
+// Each run goes through the stages (Admit, Step x n, Retire), each timed, so
 // the JSON also holds per-stage medians and shapes: the input of
 // tools/bench/fit_profile.py, which turns it into a simulator profile.
 #ifndef VOCODER_TOOLS_BENCH_MODEL_BENCH_H_
