@@ -253,9 +253,14 @@ void Batcher::RunBatch(std::vector<Job*> jobs, Trigger trigger, bool allow_bisec
   const int64_t padded = longest * static_cast<int64_t>(jobs.size());
   if (status.ok()) cost_.Observe(padded, end - start);
 
-  BatchRecord record{
-      trigger,    static_cast<int>(jobs.size()), options_.max_batch_size, padded, real, end - start,
-      status.ok(), CountVoices(jobs)};
+  BatchRecord record{trigger,
+                     static_cast<int>(jobs.size()),
+                     options_.max_batch_size,
+                     padded,
+                     real,
+                     end - start,
+                     status.ok(),
+                     CountVoices(jobs)};
   {
     std::lock_guard lock(stats_mu_);
     ++stats_.batches;

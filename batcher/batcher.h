@@ -38,7 +38,8 @@
 // - Admit fails: none of its jobs joined. ResourceExhausted splits the
 //   admission in halves, recursively; a single job that does not fit beside
 //   running rows goes back to the queue and is admitted only into an empty set
-//   (StepCandidate::alone); one that does not fit alone fails with
+//   (StepCandidate::alone; under sustained load the set may not empty before
+//   its deadline, which then completes it); one that does not fit alone fails with
 //   FailedPrecondition, as in batch mode. Any other error, with
 //   bisect_failures, retries each half once, so a poison job fails only its
 //   half; the failing jobs complete with the runner's error and never enter

@@ -82,9 +82,9 @@ struct BatcherStats {
   int64_t queue_depth = 0;
   // Step scheduling.
   int64_t steps = 0;
-  int64_t step_rows = 0;   // running rows summed over steps
-  int64_t admissions = 0;  // StepRunner::Admit calls
-  int64_t retirements = 0;  // StepRunner::Retire calls
+  int64_t step_rows = 0;                                  // running rows summed over steps
+  int64_t admissions = 0;                                 // StepRunner::Admit calls
+  int64_t retirements = 0;                                // StepRunner::Retire calls
   std::array<int64_t, kNumStepReasons> step_decisions{};  // acting decisions by reason
   std::map<int, int64_t> running_rows;                    // rows -> steps
 

@@ -102,8 +102,7 @@ void Batcher::ShutdownRunning(TimePoint now) {
 void Batcher::AdmitJobs(std::vector<Job*> jobs, Trigger trigger, bool allow_bisect,
                         std::vector<Job*>& deferred) {
   const TimePoint start = clock_.Now();
-  absl::Status status =
-      Guarded([&] { return step_runner_->Admit(absl::MakeConstSpan(jobs)); });
+  absl::Status status = Guarded([&] { return step_runner_->Admit(absl::MakeConstSpan(jobs)); });
   const TimePoint end = clock_.Now();
   const auto size = static_cast<int>(jobs.size());
   {

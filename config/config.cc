@@ -221,8 +221,7 @@ absl::Status Validate(const Config& c) {
     return Invalid("grouping", absl::StrCat("must be voice or mixed; was '", c.grouping, "'"));
   }
   if (c.scheduling != "batch" && c.scheduling != "step") {
-    return Invalid("scheduling",
-                   absl::StrCat("must be batch or step; was '", c.scheduling, "'"));
+    return Invalid("scheduling", absl::StrCat("must be batch or step; was '", c.scheduling, "'"));
   }
   if (c.scheduling == "step" && c.grouping != "mixed") {
     return Invalid("scheduling", "step needs --grouping mixed (rows of any voice share steps)");

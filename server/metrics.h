@@ -29,7 +29,7 @@ struct MetricsInfo {
   std::string model = "s3gen";  // e.g. "s3gen-tiny" (size from the manifest)
   int max_batch_size = 32;
   double max_wait_ms = 5;
-  std::string device = "cpu";  // "cpu", "cuda" or "sim" (the simulated accelerator)
+  std::string device = "cpu";        // "cpu", "cuda" or "sim" (the simulated accelerator)
   std::string scheduling = "batch";  // "batch" or "step" (--scheduling)
 };
 

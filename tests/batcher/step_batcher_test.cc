@@ -206,8 +206,8 @@ TEST_F(StepBatcherTest, APoisonJobFailsAdmissionOnlyForItsHalf) {
   EXPECT_TRUE(log_.status(2).ok());
   EXPECT_THAT(log_.status(3), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("poison")));
   EXPECT_THAT(log_.status(4), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("poison")));
-  EXPECT_THAT(runner_.admits(), ElementsAre(ElementsAre(1, 2, 3, 4), ElementsAre(1, 2),
-                                            ElementsAre(3, 4)));
+  EXPECT_THAT(runner_.admits(),
+              ElementsAre(ElementsAre(1, 2, 3, 4), ElementsAre(1, 2), ElementsAre(3, 4)));
   EXPECT_THAT(runner_.retired(), UnorderedElementsAre(1, 2));
 }
 
@@ -226,7 +226,7 @@ TEST_F(StepBatcherTest, AFailedStepFailsEveryRunningRowAndOnlyThem) {
     EXPECT_THAT(log_.status(id), StatusIs(absl::StatusCode::kInternal, HasSubstr("step 2")));
   }
   batcher_->StreamClosed();
-  batcher_->StreamClosed();  // one stream left: its job starts a set at once
+  batcher_->StreamClosed();           // one stream left: its job starts a set at once
   ASSERT_TRUE(Submit(4, 4, 2).ok());  // the set works again
   log_.WaitForCompletions(4);
   EXPECT_TRUE(log_.status(4).ok());
@@ -248,6 +248,12 @@ TEST_F(StepBatcherTest, OutOfMemoryOnAdmitSplitsAndDefersWhatFitsOnlyAlone) {
   runner_.OutOfMemoryAbove(2);
   StartWithStreams(4);
   for (int i = 1; i <= 4; ++i) ASSERT_TRUE(Submit(i, i, 2).ok());
+  // Streams close as their jobs finish, so all_ready starts each new set.
+  log_.WaitForCompletions(2);
+  batcher_->StreamClosed();
+  batcher_->StreamClosed();
+  log_.WaitForCompletions(3);
+  batcher_->StreamClosed();
   log_.WaitForCompletions(4);
   for (int id : {1, 2, 3, 4}) EXPECT_TRUE(log_.status(id).ok()) << id;
   // 4 rows: out of memory; halves: {1, 2} joins, {3, 4} does not fit beside
@@ -265,8 +271,8 @@ TEST_F(StepBatcherTest, AJobTooBigEvenAloneFailsWithFailedPrecondition) {
   Start();
   ASSERT_TRUE(Submit(1, 1, 2).ok());
   log_.WaitForCompletions(1);
-  EXPECT_THAT(log_.status(1),
-              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("even in a batch of its own")));
+  EXPECT_THAT(log_.status(1), StatusIs(absl::StatusCode::kFailedPrecondition,
+                                       HasSubstr("even in a batch of its own")));
 }
 
 TEST_F(StepBatcherTest, ShutdownRunQueuedFinishesRunningAndQueuedJobs) {
@@ -347,8 +353,9 @@ TEST_F(StepBatcherTest, EveryJobCompletesExactlyOnceUnderRandomFaults) {
     for (int id = 0; id < kJobs; ++id) {
       if (pct(main_rng) < 5) runner.Poison(id);
       const int stream = pct(main_rng) % kStreams;
-      const TimePoint deadline =
-          pct(main_rng) < 40 ? clock.Now() + std::chrono::microseconds(pct(main_rng) * 100) : kNever;
+      const TimePoint deadline = pct(main_rng) < 40
+                                     ? clock.Now() + std::chrono::microseconds(pct(main_rng) * 100)
+                                     : kNever;
       std::unique_ptr<Job> job =
           std::make_unique<TestJob>(id, stream, Key(1 + pct(main_rng) % 5, std::to_string(stream)),
                                     5 + pct(main_rng) % 40, &log, deadline, cancels[stream]);
@@ -360,8 +367,8 @@ TEST_F(StepBatcherTest, EveryJobCompletesExactlyOnceUnderRandomFaults) {
       }
     }
     if (pct(main_rng) < 50) log.WaitForCompletions(accepted.size());
-    const auto mode = pct(main_rng) < 50 ? Batcher::ShutdownMode::kRunQueued
-                                         : Batcher::ShutdownMode::kFailQueued;
+    const auto mode =
+        pct(main_rng) < 50 ? Batcher::ShutdownMode::kRunQueued : Batcher::ShutdownMode::kFailQueued;
     batcher->Shutdown(mode);
 
     const auto entries = log.entries();

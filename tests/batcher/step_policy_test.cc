@@ -59,8 +59,9 @@ StageCostModel Superlinear() {
   for (int round = 0; round < 4; ++round) {
     for (int r = 1; r <= 32; ++r) {
       const double x = r * 100.0;
-      m.ObserveStep(r, 100, std::chrono::duration_cast<Duration>(
-                                std::chrono::duration<double>(4e-3 + c * x * x)));
+      m.ObserveStep(
+          r, 100,
+          std::chrono::duration_cast<Duration>(std::chrono::duration<double>(4e-3 + c * x * x)));
     }
   }
   return m;
@@ -313,8 +314,9 @@ TEST(StageCostModelTest, FitsTheQuadraticStepCurve) {
 TEST(StageCostModelTest, LinearStepsKeepNoQuadraticTerm) {
   StageCostModel m(milliseconds(1), Duration::zero());
   for (int r = 1; r <= 16; ++r) {
-    m.ObserveStep(r, 50, std::chrono::duration_cast<Duration>(
-                             std::chrono::duration<double>(1e-3 + 2e-6 * r * 50)));
+    m.ObserveStep(
+        r, 50,
+        std::chrono::duration_cast<Duration>(std::chrono::duration<double>(1e-3 + 2e-6 * r * 50)));
   }
   EXPECT_NEAR(m.step_fit().a(), 1e-3, 1e-6);
   EXPECT_NEAR(m.step_fit().b(), 2e-6, 1e-9);

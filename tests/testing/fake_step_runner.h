@@ -46,10 +46,12 @@ class FakeStepRunner final : public batcher::StepRunner {
     admits_.push_back(ids);
     if (jobs.empty()) violations_.push_back("Admit with no jobs");
     for (auto* j : jobs) {
-      if (Find(Id(j)) != rows_.end()) violations_.push_back(absl::StrCat("job ", Id(j), " admitted twice"));
+      if (Find(Id(j)) != rows_.end())
+        violations_.push_back(absl::StrCat("job ", Id(j), " admitted twice"));
       for (const Row& r : rows_) {
         if (r.stream == j->stream_id()) {
-          violations_.push_back(absl::StrCat("job ", Id(j), " admitted beside its stream's job ", r.id));
+          violations_.push_back(
+              absl::StrCat("job ", Id(j), " admitted beside its stream's job ", r.id));
         }
       }
     }
@@ -121,14 +123,26 @@ class FakeStepRunner final : public batcher::StepRunner {
   }
 
   void SetHook(Hook hook) { hook_ = std::move(hook); }  // before the batcher starts
-  void Poison(int id) { Set([&] { poison_.insert(id); }); }
-  void PoisonRetire(int id) { Set([&] { poison_retire_.insert(id); }); }
-  void FailStep(int n) { Set([&] { fail_steps_.insert(n); }); }  // the n-th Step (1-based)
+  void Poison(int id) {
+    Set([&] { poison_.insert(id); });
+  }
+  void PoisonRetire(int id) {
+    Set([&] { poison_retire_.insert(id); });
+  }
+  void FailStep(int n) {
+    Set([&] { fail_steps_.insert(n); });
+  }  // the n-th Step (1-based)
   // Admit fails with ResourceExhausted beyond `rows` running rows; 0 = no
   // limit, negative = nothing fits.
-  void OutOfMemoryAbove(int rows) { Set([&] { memory_rows_ = rows; }); }
-  void Block() { Set([&] { blocked_ = true; }); }
-  void Release() { Set([&] { blocked_ = false; }); }
+  void OutOfMemoryAbove(int rows) {
+    Set([&] { memory_rows_ = rows; });
+  }
+  void Block() {
+    Set([&] { blocked_ = true; });
+  }
+  void Release() {
+    Set([&] { blocked_ = false; });
+  }
   // Blocks until at least n Steps have started.
   void WaitForSteps(int n) {
     std::unique_lock lock(mu_);
