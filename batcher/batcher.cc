@@ -11,6 +11,16 @@
 
 namespace vocoder::batcher {
 
+int CountVoices(absl::Span<Job* const> jobs) {
+  std::set<Fingerprint> voices;
+  for (const Job* j : jobs) voices.insert(j->key().voice);
+  return static_cast<int>(voices.size());
+}
+
+const char* SchedulingName(Scheduling scheduling) {
+  return scheduling == Scheduling::kStep ? "step" : "batch";
+}
+
 double BatcherStats::mean_batch_size() const {
   int64_t jobs = 0;
   for (auto [size, n] : batch_sizes) jobs += size * n;
@@ -44,6 +54,9 @@ absl::Status Validate(const BatcherOptions& o) {
   if (o.max_queue_jobs <= 0) {
     return bad("max_queue_jobs", absl::StrCat("must be positive; was ", o.max_queue_jobs));
   }
+  if (o.scheduling == Scheduling::kStep && o.grouping != Grouping::kMixed) {
+    return bad("grouping", "must be mixed with scheduling step (rows of any voice share steps)");
+  }
   if (o.initial_batch_cost.count() < 0 || o.initial_cost_per_token.count() < 0) {
     return bad("initial_batch_cost", "and initial_cost_per_token must be >= 0");
   }
@@ -52,6 +65,9 @@ absl::Status Validate(const BatcherOptions& o) {
 
 absl::StatusOr<std::unique_ptr<Batcher>> Batcher::Create(const BatcherOptions& options, Deps deps) {
   if (auto s = Validate(options); !s.ok()) return s;
+  if (options.scheduling == Scheduling::kStep && deps.step_runner == nullptr) {
+    return absl::InvalidArgumentError("scheduling step needs a StepRunner (Deps::step_runner)");
+  }
   std::unique_ptr<Batcher> b(new Batcher(options, deps));
   b->thread_ = std::thread([raw = b.get()] { raw->Loop(); });
   return b;
@@ -62,7 +78,11 @@ Batcher::Batcher(const BatcherOptions& options, Deps deps)
       clock_(deps.clock),
       runner_(deps.runner),
       observer_(deps.observer),
-      cost_(options.initial_batch_cost, options.initial_cost_per_token) {}
+      cost_(options.initial_batch_cost, options.initial_cost_per_token),
+      step_runner_(deps.step_runner),
+      // A whole solve is about encoder + 10 steps + HiFT: a stage's prior is
+      // a twelfth of the batch prior.
+      stage_cost_(options.initial_batch_cost / 12, options.initial_cost_per_token / 12) {}
 
 Batcher::~Batcher() { Shutdown(); }
 
@@ -233,9 +253,14 @@ void Batcher::RunBatch(std::vector<Job*> jobs, Trigger trigger, bool allow_bisec
   const int64_t padded = longest * static_cast<int64_t>(jobs.size());
   if (status.ok()) cost_.Observe(padded, end - start);
 
-  BatchRecord record{
-      trigger,    static_cast<int>(jobs.size()), options_.max_batch_size, padded, real, end - start,
-      status.ok()};
+  BatchRecord record{trigger,
+                     static_cast<int>(jobs.size()),
+                     options_.max_batch_size,
+                     padded,
+                     real,
+                     end - start,
+                     status.ok(),
+                     CountVoices(jobs)};
   {
     MutexLock lock(stats_mu_);
     ++stats_.batches;
@@ -318,10 +343,14 @@ bool Batcher::IdleForExit() const {
     bool QueueEmpty() const override { return b.queue_.Empty(); }
     const Batcher& b;
   };
-  return pending_.empty() && NoSubmitCanLand(Probe(*this));
+  return pending_.empty() && running_.empty() && NoSubmitCanLand(Probe(*this));
 }
 
 void Batcher::Loop() {
+  if (options_.scheduling == Scheduling::kStep) {
+    StepLoop();
+    return;
+  }
   runner_.OnThreadStart();
   while (true) {
     PullSubmitted();

@@ -24,9 +24,38 @@
 // same job cannot succeed; no retry hint). Shutdown runs (or fails with Unavailable) what is
 // queued: nothing is left hanging.
 //
+// STEP SCHEDULING (options.scheduling == kStep; issue #13)
+// Submit, the queue, the sweep of queued jobs and Shutdown are shared with
+// batch scheduling. Instead of whole batches, the GPU thread keeps a running
+// set of rows on a StepRunner and loops over step boundaries: sweep (queued
+// and running jobs that were cancelled or expired complete at once with
+// Cancelled / DeadlineExceeded; running ones leave through StepRunner::Drop),
+// decide (DecideStep, step_policy.h: which queued jobs join, or how long an
+// empty set waits), admit, one Step over every running row, and Retire of the
+// rows whose own n_timesteps (key().compat) are done. Grouping must be kMixed
+// (n_timesteps does not split the set).
+// Failure rules, each completing every job exactly once:
+// - Admit fails: none of its jobs joined. ResourceExhausted splits the
+//   admission in halves, recursively; a single job that does not fit beside
+//   running rows goes back to the queue and is admitted only into an empty set
+//   (StepCandidate::alone; under sustained load the set may not empty before
+//   its deadline, which then completes it); one that does not fit alone fails with
+//   FailedPrecondition, as in batch mode. Any other error, with
+//   bisect_failures, retries each half once, so a poison job fails only its
+//   half; the failing jobs complete with the runner's error and never enter
+//   the set.
+// - Step fails: every running row's ODE state is gone. All running jobs fail
+//   with the runner's status and the runner has emptied its set.
+// - Retire fails: only the retiring jobs fail; their rows left the set.
+// - Exceptions from the runner are Internal errors, as above.
+// - Shutdown kRunQueued keeps stepping, admitting (trigger drain) until nothing
+//   is queued or running; kFailQueued drops every running row and completes
+//   running and queued jobs with Unavailable.
+//
 // THREADS
 // Submit, StreamOpened/StreamClosed, stats and queue_depth are thread-safe.
-// BatchRunner::Run and Job::Complete run on the GPU thread only.
+// BatchRunner::Run, the StepRunner methods and Job::Complete run on the GPU
+// thread only.
 #ifndef VOCODER_BATCHER_BATCHER_H_
 #define VOCODER_BATCHER_BATCHER_H_
 
@@ -46,7 +75,10 @@
 #include "batcher/mutex.h"
 #include "batcher/options.h"
 #include "batcher/policy.h"
+#include "batcher/stage_cost_model.h"
 #include "batcher/stats.h"
+#include "batcher/step_policy.h"
+#include "batcher/step_runner.h"
 
 namespace vocoder::batcher {
 
@@ -64,20 +96,24 @@ class BatchRunner {
   virtual absl::Status Run(absl::Span<Job* const> jobs) = 0;
 };
 
+// Distinct voice fingerprints among `jobs` (BatchRecord/StepRecord::voices).
+int CountVoices(absl::Span<Job* const> jobs);
+
 class Batcher {
  public:
   struct Deps {
     Clock& clock;
     BatchRunner& runner;
     BatcherObserver* observer = nullptr;  // optional; must outlive the batcher
+    StepRunner* step_runner = nullptr;    // required by Scheduling::kStep
   };
   enum class ShutdownMode {
     kRunQueued,   // run what is queued (trigger "drain"), then stop
     kFailQueued,  // complete what is queued with Unavailable
   };
 
-  // Validates `options` (InvalidArgument naming the field) and starts the GPU
-  // thread. `deps` must outlive the batcher.
+  // Validates `options` (InvalidArgument naming the field; also when kStep
+  // has no step_runner) and starts the GPU thread. `deps` must outlive the batcher.
   static absl::StatusOr<std::unique_ptr<Batcher>> Create(const BatcherOptions& options, Deps deps);
 
   // Shuts down with kRunQueued if Shutdown was not called.
@@ -118,6 +154,24 @@ class Batcher {
   // (exit_check.h: the in-flight count is read before the queue).
   bool IdleForExit() const;
 
+  // Step scheduling (step_loop.cc); GPU thread only.
+  struct Row {
+    Job* job = nullptr;
+    int steps_left = 0;
+    TimePoint admitted{};
+    int batch_size = 0;  // running rows right after its admission
+    Trigger trigger = Trigger::kJoin;
+  };
+  void StepLoop();
+  StepView BuildStepView(std::vector<Job*>& candidates, bool draining) const;
+  void SweepRunning(TimePoint now);
+  void AdmitJobs(std::vector<Job*> jobs, Trigger trigger, bool allow_bisect,
+                 std::vector<Job*>& deferred);
+  void StepRunning();
+  void RetireDone();
+  void SettleRow(const Row& row, const absl::Status& status, TimePoint end, JobOutcome outcome);
+  void ShutdownRunning(TimePoint now);
+
   const BatcherOptions options_;
   Clock& clock_;
   BatchRunner& runner_;
@@ -139,6 +193,9 @@ class Batcher {
   std::vector<Job*> pending_;  // arrival order
   TimePoint last_arrival_{};
   CostModel cost_;
+  StepRunner* const step_runner_;
+  StageCostModel stage_cost_;
+  std::vector<Row> running_;  // step scheduling: admission order
 
   // batcher/mutex.h (a std::mutex, which TSan sees, with the annotations),
   // not absl::Mutex: Debian's Abseil is not built with TSan annotations.

@@ -60,14 +60,21 @@ enum class Trigger : uint8_t {
   kMaxWait,   // the oldest job waited max_wait
   kDeadline,  // earliest deadline minus predicted run time reached
   kDrain,     // shutdown flushes what is queued
+  kJoin,      // step scheduling: joined a running set at a step boundary
 };
-inline constexpr int kNumTriggers = 7;
+inline constexpr int kNumTriggers = 8;
 const char* TriggerName(Trigger trigger);
 
+// Batch scheduling: the job's batch. Step scheduling (Scheduling::kStep):
+// queue_wait = submit -> admission, compute = admission -> retired (encoder,
+// its steps beside other rows, HiFT), batch_size = running rows right after
+// its admission (itself included), trigger = what started an empty running
+// set (the batch triggers), kJoin for a job that joined running rows, kDrain
+// while shutting down.
 struct BatchInfo {
-  Duration queue_wait{};  // submit -> batch start
-  Duration compute{};     // the batch's run time
-  int batch_size = 0;     // jobs in the batch
+  Duration queue_wait{};  // submit -> batch start (step: admission)
+  Duration compute{};     // the batch's run time (step: admission -> retired)
+  int batch_size = 0;     // jobs in the batch (step: running rows at admission)
   Trigger trigger = Trigger::kIdle;
 };
 
@@ -114,6 +121,9 @@ class Job {
   TimePoint deadline_;
   std::shared_ptr<const Cancellation> cancellation_;
   TimePoint enqueued_{};
+  // Step scheduling: it ran out of device memory beside running rows, so it
+  // is admitted only into an empty running set (GPU thread only).
+  bool step_alone_ = false;
 };
 
 }  // namespace vocoder::batcher

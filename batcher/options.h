@@ -19,6 +19,18 @@ enum class Grouping {
   kMixed,
 };
 
+// How the GPU thread runs the flow solve (issue #13).
+enum class Scheduling {
+  // Whole-solve batching: a batch runs encoder, every Euler step and HiFT
+  // before the next batch forms (BatchRunner, policy.h).
+  kBatch,
+  // Step-level continuous batching: a running set of rows that jobs join
+  // between Euler steps and leave when their own schedule is done
+  // (StepRunner, step_policy.h). Requires Grouping::kMixed.
+  kStep,
+};
+const char* SchedulingName(Scheduling scheduling);
+
 struct BatcherOptions {
   // Jobs per batch. The flow estimator runs classifier-free guidance by
   // doubling the batch, so the GPU sees 2 * max_batch_size rows.
@@ -40,6 +52,10 @@ struct BatcherOptions {
   // ResourceExhausted.
   int max_queue_jobs = 1024;
   Grouping grouping = Grouping::kMixed;
+  // kStep needs a StepRunner in Batcher::Deps. max_batch_size, max_batch_tokens
+  // and max_padding_waste then bound the running set; early_fire_fraction,
+  // idle_grace and max_wait decide when an empty set starts (step_policy.h).
+  Scheduling scheduling = Scheduling::kBatch;
   // When a batch of several jobs fails, run each half once more to isolate a
   // poison job, so one bad input fails only its own half.
   bool bisect_failures = true;

@@ -45,6 +45,8 @@ const char* TriggerName(Trigger trigger) {
       return "deadline";
     case Trigger::kDrain:
       return "drain";
+    case Trigger::kJoin:
+      return "join";
   }
   return "unknown";
 }

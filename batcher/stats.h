@@ -10,6 +10,7 @@
 
 #include "batcher/clock.h"
 #include "batcher/job.h"
+#include "batcher/step_policy.h"
 
 namespace vocoder::batcher {
 
@@ -24,7 +25,18 @@ struct BatchRecord {
   int64_t real_tokens = 0;    // sum of job costs
   Duration compute{};
   bool ok = true;
+  int voices = 0;  // distinct voice fingerprints among its jobs
   double fill_ratio() const { return max_batch_size > 0 ? double(size) / max_batch_size : 0; }
+};
+
+// One Euler step over the running set (step scheduling).
+struct StepRecord {
+  int rows = 0;               // running rows stepped
+  int64_t padded_tokens = 0;  // rows x longest
+  int64_t real_tokens = 0;    // sum of the rows' costs
+  int voices = 0;             // distinct voice fingerprints among the rows
+  Duration compute{};
+  bool ok = true;
 };
 
 // Called by the batcher. OnReject runs on submitting threads (must be thread-
@@ -42,6 +54,10 @@ class BatcherObserver {
   virtual void OnBusy(Duration /*gpu_thread_busy*/) {}
   // A batch of `size` jobs ran out of device memory and is retried as halves.
   virtual void OnOutOfMemorySplit(int /*size*/) {}
+  // Step scheduling: each acting decision (not kWait) with the row cap it
+  // applied, then each step.
+  virtual void OnStepDecision(StepReason /*reason*/, int /*cap*/) {}
+  virtual void OnStep(const StepRecord&) {}
 };
 
 struct BatcherStats {
@@ -64,10 +80,19 @@ struct BatcherStats {
   Duration queue_wait_max{};
   Duration compute_total{};
   int64_t queue_depth = 0;
+  // Step scheduling.
+  int64_t steps = 0;
+  int64_t step_rows = 0;                                  // running rows summed over steps
+  int64_t admissions = 0;                                 // StepRunner::Admit calls
+  int64_t retirements = 0;                                // StepRunner::Retire calls
+  std::array<int64_t, kNumStepReasons> step_decisions{};  // acting decisions by reason
+  std::map<int, int64_t> running_rows;                    // rows -> steps
 
   int64_t triggered(Trigger t) const { return batches_by_trigger[static_cast<int>(t)]; }
   double mean_batch_size() const;
   double padding_waste() const;  // 1 - real / padded
+  int64_t decided(StepReason r) const { return step_decisions[static_cast<int>(r)]; }
+  double mean_running_rows() const { return steps > 0 ? double(step_rows) / double(steps) : 0.0; }
 };
 
 }  // namespace vocoder::batcher

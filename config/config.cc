@@ -90,6 +90,9 @@ std::vector<Binding> Bind(CLI::App* app, Config& c) {
       "Queued jobs before RESOURCE_EXHAUSTED");
   add("Batcher", "grouping", &Config::grouping,
       "voice: one voice per batch; mixed: voices share batches");
+  add("Batcher", "scheduling", &Config::scheduling,
+      "batch: whole solves; step: jobs join a running set between Euler steps (needs "
+      "--grouping mixed)");
   add("Limits", "max-streams", &Config::max_streams, "Concurrent streams");
   add("Limits", "max-streams-per-peer", &Config::max_streams_per_peer,
       "Concurrent streams from one client address (0 = no limit; leave 0 behind a proxy that "
@@ -148,6 +151,7 @@ absl::Status Validate(const Config& c) {
            {"device", &c.device},
            {"voices-dir", &c.voices_dir},
            {"grouping", &c.grouping},
+           {"scheduling", &c.scheduling},
            {"log-level", &c.log_level}}) {
     for (char ch : *v) {
       if (absl::ascii_iscntrl(static_cast<unsigned char>(ch))) {
@@ -215,6 +219,12 @@ absl::Status Validate(const Config& c) {
   }
   if (c.grouping != "voice" && c.grouping != "mixed") {
     return Invalid("grouping", absl::StrCat("must be voice or mixed; was '", c.grouping, "'"));
+  }
+  if (c.scheduling != "batch" && c.scheduling != "step") {
+    return Invalid("scheduling", absl::StrCat("must be batch or step; was '", c.scheduling, "'"));
+  }
+  if (c.scheduling == "step" && c.grouping != "mixed") {
+    return Invalid("scheduling", "step needs --grouping mixed (rows of any voice share steps)");
   }
   if (c.max_tokens_per_chunk > c.max_tokens_per_utterance) {
     return Invalid("max-tokens-per-chunk", "must not exceed --max-tokens-per-utterance");

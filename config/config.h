@@ -44,7 +44,8 @@ struct Config {
   int64_t max_wait_us = 5000;
   double max_padding_waste = 0.3;
   int max_queue_jobs = 1024;
-  std::string grouping = "mixed";  // "voice" or "mixed"
+  std::string grouping = "mixed";    // "voice" or "mixed"
+  std::string scheduling = "batch";  // "batch" (whole solves) or "step" (issue #13)
 
   // Limits.
   int max_streams = 256;

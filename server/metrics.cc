@@ -132,9 +132,27 @@ Metrics::Metrics(prometheus::Registry& r, const MetricsInfo& info)
                       .Register(r)
                       .Add({}, Histogram::BucketBoundaries{0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8,
                                                            0.9, 1.0})),
+      steps_(BuildCounter()
+                 .Name("vocoder_steps_total")
+                 .Help("Euler steps run over the running set (--scheduling step)")
+                 .Register(r)
+                 .Add({{"model", info.model}})),
+      step_rows_(BuildHistogram()
+                     .Name("vocoder_step_running_rows")
+                     .Help("Running rows per Euler step (--scheduling step; the flow sees twice "
+                           "as many: CFG)")
+                     .Register(r)
+                     .Add({{"model", info.model}}, PowersOfTwo(info.max_batch_size))),
+      step_cap_(BuildGauge()
+                    .Name("vocoder_step_row_cap")
+                    .Help("Running-row cap learned from the step cost curve at the last step "
+                          "decision (<= max_batch_size; --scheduling step)")
+                    .Register(r)
+                    .Add({})),
       voice_groups_(BuildHistogram()
                         .Name("vocoder_batch_voice_groups")
-                        .Help("Voice groups per batching decision (drain)")
+                        .Help("Distinct voices per batch (--scheduling batch) or per Euler step "
+                              "(--scheduling step)")
                         .Register(r)
                         .Add({}, Histogram::BucketBoundaries{1, 2, 3, 4, 6, 8, 12, 16, 32})),
       queue_wait_(BuildHistogram()
@@ -211,6 +229,16 @@ Metrics::Metrics(prometheus::Registry& r, const MetricsInfo& info)
         &batches.Add({{"model", info.model},
                       {"trigger", batcher::TriggerName(static_cast<batcher::Trigger>(t))}});
   }
+  auto& decisions = BuildCounter()
+                        .Name("vocoder_step_decisions_total")
+                        .Help("Step-boundary decisions of --scheduling step, by reason")
+                        .Register(r);
+  for (int i = 0; i < batcher::kNumStepReasons; ++i) {
+    const auto reason = static_cast<batcher::StepReason>(i);
+    if (reason == batcher::StepReason::kWait) continue;  // not an acting decision
+    step_decisions_[static_cast<size_t>(i)] =
+        &decisions.Add({{"reason", batcher::StepReasonName(reason)}});
+  }
   BuildGauge()
       .Name("vocoder_build_info")
       .Help("Constant 1; labels carry the version and the batching configuration")
@@ -219,7 +247,8 @@ Metrics::Metrics(prometheus::Registry& r, const MetricsInfo& info)
             {"model", info.model},
             {"max_batch_size", absl::StrCat(info.max_batch_size)},
             {"max_wait_ms", absl::StrFormat("%g", info.max_wait_ms)},
-            {"device", info.device}})
+            {"device", info.device},
+            {"scheduling", info.scheduling}})
       .Set(1);
 }
 
@@ -247,9 +276,24 @@ void Metrics::OnBatch(const batcher::BatchRecord& b) {
   batch_size_.Observe(b.size);
   fill_ratio_.Observe(b.fill_ratio());
   compute_.Observe(Seconds(b.compute));
+  voice_groups_.Observe(b.voices);
 }
 
-void Metrics::OnDrain(int groups, int) { voice_groups_.Observe(groups); }
+// Voice groups per decision are no longer observed: under mixed grouping a
+// drain is one group whatever the voices (vocoder_batch_voice_groups counts
+// distinct voices per batch instead).
+void Metrics::OnDrain(int, int) {}
+
+void Metrics::OnStepDecision(batcher::StepReason reason, int cap) {
+  if (auto* c = step_decisions_[static_cast<size_t>(reason)]; c != nullptr) c->Increment();
+  step_cap_.Set(cap);
+}
+
+void Metrics::OnStep(const batcher::StepRecord& step) {
+  steps_.Increment();
+  step_rows_.Observe(step.rows);
+  voice_groups_.Observe(step.voices);
+}
 void Metrics::OnQueueDepth(int64_t depth) { queue_depth_.Set(static_cast<double>(depth)); }
 void Metrics::OnBusy(batcher::Duration busy) { gpu_busy_.Increment(Seconds(busy)); }
 

@@ -29,7 +29,8 @@ struct MetricsInfo {
   std::string model = "s3gen";  // e.g. "s3gen-tiny" (size from the manifest)
   int max_batch_size = 32;
   double max_wait_ms = 5;
-  std::string device = "cpu";  // "cpu", "cuda" or "sim" (the simulated accelerator)
+  std::string device = "cpu";        // "cpu", "cuda" or "sim" (the simulated accelerator)
+  std::string scheduling = "batch";  // "batch" or "step" (--scheduling)
 };
 
 // The device label of /metrics for a Vocoder::device() name ("cpu",
@@ -61,6 +62,8 @@ class Metrics final : public batcher::BatcherObserver {
   void OnQueueDepth(int64_t depth) override;
   void OnBusy(batcher::Duration busy) override;
   void OnOutOfMemorySplit(int size) override;
+  void OnStepDecision(batcher::StepReason reason, int cap) override;
+  void OnStep(const batcher::StepRecord& step) override;
 
   // Service.
   // rpc: "StreamVocode", "Vocode", "RegisterVoice", ...; counts the final
@@ -86,6 +89,7 @@ class Metrics final : public batcher::BatcherObserver {
   std::array<prometheus::Counter*, 5> chunks_{};      // by JobOutcome
   std::array<prometheus::Counter*, 9> rejections_{};  // by Rejection
   std::array<prometheus::Counter*, batcher::kNumTriggers> batches_{};
+  std::array<prometheus::Counter*, batcher::kNumStepReasons> step_decisions_{};
   prometheus::Counter& batch_items_;
   prometheus::Counter& batch_frames_;
   prometheus::Counter& padding_frames_;
@@ -95,6 +99,9 @@ class Metrics final : public batcher::BatcherObserver {
   prometheus::Counter& oom_splits_;
   prometheus::Histogram& batch_size_;
   prometheus::Histogram& fill_ratio_;
+  prometheus::Counter& steps_;
+  prometheus::Histogram& step_rows_;
+  prometheus::Gauge& step_cap_;
   prometheus::Histogram& voice_groups_;
   prometheus::Histogram& queue_wait_;
   prometheus::Histogram& compute_;

@@ -36,6 +36,7 @@ batcher::BatcherOptions BatcherOptionsFrom(const config::Config& c) {
   o.max_padding_waste = c.max_padding_waste;
   o.max_queue_jobs = c.max_queue_jobs;
   o.grouping = c.grouping == "voice" ? batcher::Grouping::kVoice : batcher::Grouping::kMixed;
+  o.scheduling = c.scheduling == "step" ? batcher::Scheduling::kStep : batcher::Scheduling::kBatch;
   return o;
 }
 
@@ -49,7 +50,7 @@ absl::StatusOr<std::unique_ptr<VocoderServer>> VocoderServer::Start(
   s->metrics_ = std::make_unique<Metrics>(
       *s->registry_, MetricsInfo{"0.1.0", "s3gen-" + manifest.size, config.max_batch_size,
                                  static_cast<double>(config.max_wait_us) / 1000.0,
-                                 DeviceKind(s->vocoder_->device())});
+                                 DeviceKind(s->vocoder_->device()), config.scheduling});
   s->runner_ = std::make_unique<ModelBatchRunner>(*s->vocoder_, s->metrics_.get());
   VoiceRegistryOptions voice_options;
   voice_options.dir = config.voices_dir.empty() ? config.model_dir + "/voices" : config.voices_dir;
@@ -63,7 +64,7 @@ absl::StatusOr<std::unique_ptr<VocoderServer>> VocoderServer::Start(
   if (auto st = s->voices_->Sync(); !st.ok()) return st;
   s->voices_->StartSync();
   auto b = batcher::Batcher::Create(BatcherOptionsFrom(config),
-                                    {s->clock_, *s->runner_, s->metrics_.get()});
+                                    {s->clock_, *s->runner_, s->metrics_.get(), s->runner_.get()});
   if (!b.ok()) return b.status();
   s->batcher_ = std::move(*b);
   s->executor_ = std::make_unique<Executor>(2);

@@ -3,11 +3,17 @@
 #   start_vocoderd LOG CMD...   runs CMD... --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0,
 #                               waits until it serves; sets VOCODERD_PID, GRPC_PORT, METRICS_PORT
 #   stop_vocoderd               SIGTERM (drain), then wait
+# VOCODERD_ARGS (environment): extra vocoderd flags, split on spaces and
+# appended to every start, e.g. VOCODERD_ARGS="--scheduling step" to compare
+# step scheduling against the default.
 
 start_vocoderd() {
   local log=$1
   shift
-  "$@" --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 >"$log" 2>&1 &
+  local extra=()
+  read -r -a extra <<<"${VOCODERD_ARGS:-}"
+  [[ ${#extra[@]} -eq 0 ]] || echo "[bench] extra vocoderd flags (VOCODERD_ARGS): ${extra[*]}" >&2
+  "$@" "${extra[@]}" --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 >"$log" 2>&1 &
   VOCODERD_PID=$!
   local line=""
   for _ in $(seq 1200); do

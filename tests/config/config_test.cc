@@ -41,6 +41,7 @@ TEST(ConfigTest, DefaultsAreValid) {
   EXPECT_EQ(r->action, ParseResult::Action::kRun);
   EXPECT_EQ(r->config.device, "cpu");
   EXPECT_EQ(r->config.max_batch_size, 32);
+  EXPECT_EQ(r->config.scheduling, "batch");
 }
 
 TEST(ConfigTest, FlagsSetValues) {
@@ -52,6 +53,9 @@ TEST(ConfigTest, FlagsSetValues) {
   EXPECT_EQ(r->config.max_batch_size, 64);
   EXPECT_EQ(r->config.grouping, "voice");
   EXPECT_EQ(r->config.max_wait_us, 2500);
+  r = Parse({"--scheduling", "step"});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->config.scheduling, "step");
 }
 
 TEST(ConfigTest, PrecedenceIsFlagThenEnvironmentThenFileThenDefault) {
@@ -87,6 +91,8 @@ TEST(ConfigTest, InvalidValuesNameTheFlag) {
       {{"--early-fire-fraction", "1.5"}, "--early-fire-fraction must be in (0, 1]"},
       {{"--max-padding-waste", "1"}, "--max-padding-waste must be in [0, 1)"},
       {{"--grouping", "by-name"}, "--grouping must be voice or mixed"},
+      {{"--scheduling", "eager"}, "--scheduling must be batch or step"},
+      {{"--scheduling", "step", "--grouping", "voice"}, "--scheduling step needs --grouping mixed"},
       {{"--tls-cert", "c.pem"}, "--tls-key must be set together"},
       {{"--log-level", "loud"}, "--log-level must be debug, info, warning or error"},
       {{"--max-batch-size", "many"}, "max-batch-size"},

@@ -84,6 +84,38 @@ TEST(MetricsTest, BatchesTriggersPaddingAndOutcomesAreRecorded) {
   ASSERT_NE(WithLabel(*info, "device", "cpu"), nullptr);
 }
 
+TEST(MetricsTest, VoicesAreCountedPerBatchAndPerStep) {
+  prometheus::Registry registry;
+  Metrics m(registry, MetricsInfo{"0.1.0", "s3gen-tiny", 8, 5, "cpu", "step"});
+  batcher::BatchRecord b;
+  b.size = 4;
+  b.voices = 3;
+  m.OnBatch(b);
+  m.OnDrain(1, 1);  // mixed grouping: one group, whatever the voices
+  batcher::StepRecord step;
+  step.rows = 5;
+  step.voices = 2;
+  m.OnStep(step);
+  m.OnStepDecision(batcher::StepReason::kJoin, 6);
+  m.OnStepDecision(batcher::StepReason::kCap, 6);
+  m.OnStepDecision(batcher::StepReason::kCap, 5);
+
+  const auto all = registry.Collect();
+  const auto& voices = Find(all, "vocoder_batch_voice_groups")->metric[0].histogram;
+  EXPECT_EQ(voices.sample_count, 2u);
+  EXPECT_EQ(voices.sample_sum, 5);
+  const auto* decisions = Find(all, "vocoder_step_decisions_total");
+  ASSERT_NE(decisions, nullptr);
+  EXPECT_EQ(WithLabel(*decisions, "reason", "cap")->counter.value, 2);
+  EXPECT_EQ(WithLabel(*decisions, "reason", "join")->counter.value, 1);
+  EXPECT_EQ(WithLabel(*decisions, "reason", "padding")->counter.value, 0);
+  EXPECT_EQ(WithLabel(*decisions, "reason", "wait"), nullptr);
+  EXPECT_EQ(Find(all, "vocoder_steps_total")->metric[0].counter.value, 1);
+  EXPECT_EQ(Find(all, "vocoder_step_running_rows")->metric[0].histogram.sample_sum, 5);
+  EXPECT_EQ(Find(all, "vocoder_step_row_cap")->metric[0].gauge.value, 5);
+  ASSERT_NE(WithLabel(*Find(all, "vocoder_build_info"), "scheduling", "step"), nullptr);
+}
+
 TEST(MetricsTest, DeviceKindLabelsTheSimulator) {
   EXPECT_EQ(DeviceKind("cpu"), "cpu");
   EXPECT_EQ(DeviceKind("cuda:1"), "cuda");

@@ -1,0 +1,109 @@
+// The step-scheduling decision (issue #13) as a pure, deterministic function,
+// like Decide (policy.h): given the queued head jobs, the running rows and the
+// time, return which jobs join the running set now and that the set then
+// takes one Euler step, or the time to wait until. No threads, no clock:
+// tested with plain values.
+//
+// THE RULE. Called at every step boundary (after finished rows were retired
+// and cancelled or expired ones dropped):
+//
+// 1. Empty running set: start it when a batch trigger of Decide fires, with
+//    the same options and the same meaning (full and near_full against the
+//    row cap below, all_ready, deadline, max_wait, idle; drain while shutting
+//    down); otherwise wait until the earliest of them. The decision's trigger
+//    is that batch trigger.
+// 2. Rows running: never wait (an idle device helps no one); candidates are
+//    considered for admission, then the set steps. Joiners get trigger kJoin.
+// 3. Candidates are the queued head jobs of streams with no running row (a
+//    stream's next chunk depends on its running one), earliest deadline
+//    first, then oldest. Each is admitted, greedily in that order, when the
+//    running set with it and the jobs admitted before it
+//    a. has at most `cap` rows, the learned throughput cap:
+//       StageCostModel::BestRows at the set's padded length (the largest row
+//       count whose predicted step time per row is within 5 % of the best),
+//       never above max_batch_size;
+//    b. keeps rows x longest within max_batch_tokens (when set);
+//    c. wastes at most max_padding_waste of its padded tokens (1 - sum of
+//       costs / (rows x longest)), unless the job has queued for max_wait
+//       already (so padding delays a job, never starves it), or unless the set
+//       wasted more before (admission may not make it worse than it is);
+//    d. keeps every running row's deadline that it would keep without the
+//       admission: now + encoder(admitted) + steps_left x step(rows', T') +
+//       hift(1 row) against now + steps_left x step(rows, T) + hift(1 row).
+//    A job marked `alone` (it did not fit on the device beside running rows)
+//    is admitted only into an empty set, and as the only admitted job.
+// 4. n_timesteps never splits the set: every row follows its own schedule.
+//
+// The decision's reason (for /metrics) says why the admit list is what it is:
+// start / join when it admits jobs; otherwise step when nothing was queued, or
+// why the first candidate in order stayed queued (cap, full, padding,
+// deadline, alone).
+#ifndef VOCODER_BATCHER_STEP_POLICY_H_
+#define VOCODER_BATCHER_STEP_POLICY_H_
+
+#include <cstdint>
+#include <vector>
+
+#include "batcher/clock.h"
+#include "batcher/job.h"
+#include "batcher/options.h"
+#include "batcher/stage_cost_model.h"
+
+namespace vocoder::batcher {
+
+// A queued head job of a stream with no running row.
+struct StepCandidate {
+  uint64_t stream_id = 0;
+  TimePoint enqueued{};
+  TimePoint deadline = kNever;
+  int64_t cost = 1;     // tokens (Job::cost)
+  int n_timesteps = 1;  // its own schedule (Job::key().compat)
+  bool alone = false;   // ran out of device memory beside running rows before
+};
+
+// A row of the running set.
+struct RunningRow {
+  int64_t cost = 1;    // tokens
+  int steps_left = 1;  // Euler steps it still needs (>= 1)
+  TimePoint deadline = kNever;
+};
+
+struct StepView {
+  std::vector<StepCandidate> queued;  // arrival order
+  std::vector<RunningRow> running;
+  // As QueueView: streams that may still submit (0 = unknown), last arrival.
+  int active_streams = 0;
+  TimePoint last_arrival{};
+  bool draining = false;  // shutting down with kRunQueued: start at once
+};
+
+enum class StepReason : uint8_t {
+  kStart,     // the running set was empty; a batch trigger started it
+  kJoin,      // queued jobs join the running rows at this step boundary
+  kStep,      // nothing queued: the running rows step
+  kCap,       // queued jobs wait: the set is at the learned throughput cap
+  kFull,      // queued jobs wait: max_batch_size or max_batch_tokens reached
+  kPadding,   // queued jobs wait: they would pad the set beyond max_padding_waste
+  kDeadline,  // queued jobs wait: their encoder call would make a running row late
+  kAlone,     // a job that fits only alone waits for the set to empty
+  kWait,      // empty set, no trigger yet: wait (not an acting decision)
+};
+inline constexpr int kNumStepReasons = 9;
+const char* StepReasonName(StepReason reason);
+
+struct StepDecision {
+  bool wait = false;              // true: re-decide at wait_until (or on arrival)
+  TimePoint wait_until = kNever;  // when wait
+  StepReason reason = StepReason::kWait;
+  Trigger trigger = Trigger::kJoin;  // for the admitted jobs' BatchInfo
+  std::vector<int> admit;            // indices into view.queued, in admission order
+  int cap = 0;                       // the row cap applied (<= max_batch_size)
+};
+
+// `view` must not hold expired or cancelled jobs, nor rows with no step left.
+StepDecision DecideStep(const StepView& view, TimePoint now, const BatcherOptions& options,
+                        const StageCostModel& cost);
+
+}  // namespace vocoder::batcher
+
+#endif  // VOCODER_BATCHER_STEP_POLICY_H_
