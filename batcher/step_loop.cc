@@ -106,7 +106,7 @@ void Batcher::AdmitJobs(std::vector<Job*> jobs, Trigger trigger, bool allow_bise
   const TimePoint end = clock_.Now();
   const auto size = static_cast<int>(jobs.size());
   {
-    std::lock_guard lock(stats_mu_);
+    MutexLock lock(stats_mu_);
     ++stats_.admissions;
   }
   if (observer_ != nullptr) observer_->OnBusy(end - start);
@@ -122,7 +122,7 @@ void Batcher::AdmitJobs(std::vector<Job*> jobs, Trigger trigger, bool allow_bise
   if (status.code() == absl::StatusCode::kResourceExhausted) {
     if (size > 1) {
       {
-        std::lock_guard lock(stats_mu_);
+        MutexLock lock(stats_mu_);
         ++stats_.oom_splits;
       }
       if (observer_ != nullptr) observer_->OnOutOfMemorySplit(size);
@@ -168,7 +168,7 @@ void Batcher::StepRunning() {
   if (status.ok()) stage_cost_.ObserveStep(rows, longest, end - start);
   const StepRecord record{rows, longest * rows, real, CountVoices(jobs), end - start, status.ok()};
   {
-    std::lock_guard lock(stats_mu_);
+    MutexLock lock(stats_mu_);
     ++stats_.steps;
     stats_.step_rows += rows;
     ++stats_.running_rows[rows];
@@ -208,7 +208,7 @@ void Batcher::RetireDone() {
     stage_cost_.ObserveHift(static_cast<int>(jobs.size()), Longest(jobs), end - start);
   }
   {
-    std::lock_guard lock(stats_mu_);
+    MutexLock lock(stats_mu_);
     ++stats_.retirements;
   }
   if (observer_ != nullptr) observer_->OnBusy(end - start);
@@ -266,7 +266,7 @@ void Batcher::StepLoop() {
       continue;
     }
     {
-      std::lock_guard lock(stats_mu_);
+      MutexLock lock(stats_mu_);
       ++stats_.step_decisions[static_cast<int>(decision.reason)];
     }
     if (observer_ != nullptr) observer_->OnStepDecision(decision.reason, decision.cap);
