@@ -272,6 +272,9 @@ void StreamCore::ReadDone(bool ok) {
     return AdvanceLocked();
   }
   last_activity_ = d_.clock.Now();
+  if (absl::Status s = CheckRequestSize(request_.ByteSizeLong(), d_.limits); !s.ok()) {
+    return FinishLocked(s);
+  }
   if (absl::Status s = HandleLocked(); !s.ok()) return FinishLocked(s);
   AdvanceLocked();
   // Keep reading after the final chunk too: a chunk after it is a client
@@ -462,6 +465,9 @@ void UnaryCore::Start(const v1::VocodeRequest& request, v1::VocodeResponse* resp
   MutexLock lock(mu_);
   if (!AdmitLocked()) return;
   response_ = response;
+  if (absl::Status s = CheckRequestSize(request.ByteSizeLong(), d_.limits); !s.ok()) {
+    return FinishLocked(s);
+  }
   auto plan = CheckUnary(d_.limits, d_.voices, request);
   if (!plan.ok()) return FinishLocked(plan.status());
   setup_ = std::move(plan->setup);

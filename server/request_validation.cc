@@ -1,5 +1,8 @@
 #include "server/request_validation.h"
 
+#include <algorithm>
+#include <limits>
+
 #include "absl/strings/str_cat.h"
 #include "model/vocoder.h"
 #include "server/audio_encoding.h"
@@ -101,6 +104,20 @@ absl::Status StreamValidator::EndOfInput() {
   if (!has_config_) return absl::InvalidArgumentError("stream ended before a config");
   input_done_ = true;
   return absl::OkStatus();
+}
+
+absl::Status CheckRequestSize(size_t bytes, const EdgeLimits& limits) {
+  if (static_cast<int64_t>(bytes) <= limits.max_message_bytes) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(
+      "request message is ", bytes, " bytes, over the server's --max-message-bytes limit of ",
+      limits.max_message_bytes, "; send fewer tokens per message (at most ",
+      limits.max_tokens_per_chunk, " per chunk)"));
+}
+
+int TransportReceiveLimit(int64_t max_message_bytes) {
+  // Twice the limit: parsing costs at most that much memory per message.
+  return static_cast<int>(
+      std::min<int64_t>(std::numeric_limits<int>::max(), 2 * max_message_bytes));
 }
 
 absl::StatusOr<UnaryPlan> CheckUnary(const EdgeLimits& limits, const VoiceLookup& voices,

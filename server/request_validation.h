@@ -33,6 +33,14 @@ struct StreamSetup {
 absl::StatusOr<StreamSetup> CheckConfig(const EdgeLimits& limits, const VoiceLookup& voices,
                                         const v1::StreamConfig& config);
 
+// A request message over --max-message-bytes: InvalidArgument naming the
+// limit. The transport accepts messages up to TransportReceiveLimit so that
+// such a message reaches this check and is refused (and counted) with its own
+// code; one over the transport's limit is rejected by gRPC itself, which the
+// server only sees as a cancel.
+absl::Status CheckRequestSize(size_t bytes, const EdgeLimits& limits);
+int TransportReceiveLimit(int64_t max_message_bytes);
+
 // Validated tokens with SOS/EOS (6561/6562) dropped.
 absl::StatusOr<std::vector<int64_t>> CleanTokens(
     const google::protobuf::RepeatedField<uint32_t>& tokens, int vocab);

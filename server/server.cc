@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "server/request_validation.h"
 #include "server/stream_session.h"
 
 namespace vocoder::server {
@@ -114,7 +115,7 @@ absl::StatusOr<std::unique_ptr<VocoderServer>> VocoderServer::Start(
   }
   builder.AddListeningPort(config.listen, creds, &s->port_);
   builder.RegisterService(s->service_.get());
-  builder.SetMaxReceiveMessageSize(config.max_message_bytes);
+  builder.SetMaxReceiveMessageSize(TransportReceiveLimit(config.max_message_bytes));
   builder.SetMaxSendMessageSize(config.max_message_bytes);
   if (config.max_connection_age_s > 0) {
     // GOAWAY after this age (gRPC adds jitter) so clients pinned to one pod

@@ -133,6 +133,12 @@ grpc::ServerUnaryReactor* VoiceService::RegisterVoice(grpc::CallbackServerContex
                      absl::StrCat("voice upload is ", request->ByteSizeLong(), " bytes; at most ",
                                   d_.config.max_voice_bytes, " (--max-voice-bytes)")));
   }
+  if (static_cast<int64_t>(request->ByteSizeLong()) > d_.config.max_message_bytes) {
+    return Reply(d_, kRpc, context,
+                 absl::InvalidArgumentError(absl::StrCat(
+                     "voice upload is ", request->ByteSizeLong(), " bytes, over the server's ",
+                     "--max-message-bytes limit of ", d_.config.max_message_bytes)));
+  }
   if (request->display_name().size() > static_cast<size_t>(kMaxDisplayNameBytes)) {
     return Reply(
         d_, kRpc, context,

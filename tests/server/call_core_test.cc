@@ -243,6 +243,42 @@ TEST_F(CallCoreTest, OversizeAudioResponseIsRefusedAndCountedWithItsCode) {
   EXPECT_EQ(Requests("OK"), 1);
 }
 
+// A request message over --max-message-bytes that the transport let through
+// (it accepts up to twice the limit) is refused with INVALID_ARGUMENT naming
+// the limit and counted with that code, not as CANCELLED: stream and unary.
+TEST_F(CallCoreTest, OversizeRequestMessageIsRefusedAndCountedWithItsCode) {
+  limits_.max_message_bytes = 600;
+  {
+    FakeStreamCall call(*deps_, /*reading=*/true);
+    ASSERT_TRUE(call.Send(Config()));
+    auto big = Chunk(0, 400, false);  // 400 token ids of 2 bytes each: over 600 bytes
+    ASSERT_GT(big.ByteSizeLong(), 600u);
+    ASSERT_LE(static_cast<int64_t>(big.ByteSizeLong()), 2 * limits_.max_message_bytes);
+    call.Send(big);
+    const ClientView v = call.WaitDone();
+    EXPECT_EQ(v.status.code(), absl::StatusCode::kInvalidArgument) << v.status;
+    EXPECT_THAT(std::string(v.status.message()), HasSubstr("--max-message-bytes"));
+  }
+  {
+    FakeUnary::Result result;
+    v1::VocodeRequest req;
+    req.mutable_config()->set_voice_id("alice");
+    for (int i = 0; i < 400; ++i) req.add_tokens(5000);
+    auto* call = new FakeUnary(*deps_, &result);
+    call->Begin(req);
+    {
+      std::unique_lock lock(result.mu);
+      result.changed.wait(lock, [&] { return result.finished; });
+    }
+    call->Done();
+    EXPECT_EQ(result.status.code(), absl::StatusCode::kInvalidArgument) << result.status;
+    EXPECT_THAT(std::string(result.status.message()), HasSubstr("--max-message-bytes"));
+  }
+  EXPECT_EQ(Requests("INVALID_ARGUMENT"), 2);
+  EXPECT_EQ(Requests("CANCELLED"), 0);
+  EXPECT_EQ(batcher_->stats().submitted, 0);
+}
+
 // Item 8: a stream that sends its config and then nothing is finished after
 // the idle timeout with a clear status, counted; one still sending is not.
 TEST_F(CallCoreTest, IdleStreamIsFinishedCountedAndReleasesItsSlot) {
