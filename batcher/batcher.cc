@@ -346,6 +346,42 @@ bool Batcher::IdleForExit() const {
   return pending_.empty() && running_.empty() && NoSubmitCanLand(Probe(*this));
 }
 
+bool Batcher::WaitIdle(bool stopping) {
+  if (stopping) {
+    if (IdleForExit()) return true;
+    std::this_thread::yield();  // a Submit is between its checks; it lands at once
+    return false;
+  }
+  const Wakeup::Token token = wakeup_.PrepareWait();
+  if (!queue_.Empty() || stopping_.load(std::memory_order_seq_cst)) {
+    wakeup_.CancelWait();
+    return false;
+  }
+  clock_.SleepUntil(kNever, wakeup_, token);
+  return false;
+}
+
+void Batcher::WaitUntil(TimePoint until, int seen_streams) {
+  const Wakeup::Token token = wakeup_.PrepareWait();
+  if (!queue_.Empty() || stopping_.load(std::memory_order_seq_cst) ||
+      seen_streams != active_streams_.load(std::memory_order_seq_cst)) {
+    wakeup_.CancelWait();
+    return;
+  }
+  clock_.SleepUntil(until, wakeup_, token);
+}
+
+void Batcher::FailPendingForShutdown(TimePoint now) {
+  std::vector<Job*> all = pending_;
+  RemovePending(all);
+  for (Job* j : all) {
+    BatchInfo info;
+    info.queue_wait = now - j->enqueued();
+    Settle(j, absl::UnavailableError("vocoder shut down before this chunk ran"), info,
+           JobOutcome::kShutdown);
+  }
+}
+
 void Batcher::Loop() {
   if (options_.scheduling == Scheduling::kStep) {
     StepLoop();
@@ -359,17 +395,7 @@ void Batcher::Loop() {
     const bool stopping = stopping_.load(std::memory_order_seq_cst);
 
     if (pending_.empty()) {
-      if (stopping) {
-        if (IdleForExit()) break;
-        std::this_thread::yield();  // a Submit is between its checks; it lands at once
-        continue;
-      }
-      const Wakeup::Token token = wakeup_.PrepareWait();
-      if (!queue_.Empty() || stopping_.load(std::memory_order_seq_cst)) {
-        wakeup_.CancelWait();
-        continue;
-      }
-      clock_.SleepUntil(kNever, wakeup_, token);
+      if (WaitIdle(stopping)) break;
       continue;
     }
 
@@ -387,14 +413,7 @@ void Batcher::Loop() {
         }
         RunPlan(drain, group_jobs);
       } else {
-        std::vector<Job*> all = pending_;
-        RemovePending(all);
-        for (Job* j : all) {
-          BatchInfo info;
-          info.queue_wait = now - j->enqueued();
-          Settle(j, absl::UnavailableError("vocoder shut down before this chunk ran"), info,
-                 JobOutcome::kShutdown);
-        }
+        FailPendingForShutdown(now);
       }
       continue;
     }
@@ -404,13 +423,7 @@ void Batcher::Loop() {
       RunPlan(decision, group_jobs);
       continue;
     }
-    const Wakeup::Token token = wakeup_.PrepareWait();
-    if (!queue_.Empty() || stopping_.load(std::memory_order_seq_cst) ||
-        view.active_streams != active_streams_.load(std::memory_order_seq_cst)) {
-      wakeup_.CancelWait();
-      continue;
-    }
-    clock_.SleepUntil(decision.wait_until, wakeup_, token);
+    WaitUntil(decision.wait_until, view.active_streams);
   }
 }
 

@@ -153,6 +153,15 @@ class Batcher {
   // Stopping only: nothing pending and no accepted Submit can still land
   // (exit_check.h: the in-flight count is read before the queue).
   bool IdleForExit() const;
+  // Both loops, when nothing is queued or running: returns true when the
+  // thread may exit (stopping and idle); otherwise sleeps until a Submit or
+  // Shutdown wakes it (or yields while a Submit is landing).
+  bool WaitIdle(bool stopping);
+  // Both loops, when the policy said wait: sleeps until `until`, an arrival,
+  // Shutdown, or a change from `seen_streams` open streams.
+  void WaitUntil(TimePoint until, int seen_streams);
+  // Shutdown with kFailQueued: completes every queued job with Unavailable.
+  void FailPendingForShutdown(TimePoint now);
 
   // Step scheduling (step_loop.cc); GPU thread only.
   struct Row {

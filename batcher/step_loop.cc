@@ -227,28 +227,11 @@ void Batcher::StepLoop() {
     const bool stopping = stopping_.load(std::memory_order_seq_cst);
     if (stopping && shutdown_mode_.load(std::memory_order_relaxed) == ShutdownMode::kFailQueued) {
       ShutdownRunning(now);
-      std::vector<Job*> all = pending_;
-      RemovePending(all);
-      for (Job* j : all) {
-        BatchInfo info;
-        info.queue_wait = now - j->enqueued();
-        Settle(j, absl::UnavailableError("vocoder shut down before this chunk ran"), info,
-               JobOutcome::kShutdown);
-      }
+      FailPendingForShutdown(now);
     }
 
     if (pending_.empty() && running_.empty()) {
-      if (stopping) {
-        if (IdleForExit()) break;
-        std::this_thread::yield();  // a Submit is between its checks; it lands at once
-        continue;
-      }
-      const Wakeup::Token token = wakeup_.PrepareWait();
-      if (!queue_.Empty() || stopping_.load(std::memory_order_seq_cst)) {
-        wakeup_.CancelWait();
-        continue;
-      }
-      clock_.SleepUntil(kNever, wakeup_, token);
+      if (WaitIdle(stopping)) break;
       continue;
     }
 
@@ -256,13 +239,7 @@ void Batcher::StepLoop() {
     const StepView view = BuildStepView(candidates, stopping);
     const StepDecision decision = DecideStep(view, now, options_, stage_cost_);
     if (decision.wait) {
-      const Wakeup::Token token = wakeup_.PrepareWait();
-      if (!queue_.Empty() || stopping_.load(std::memory_order_seq_cst) ||
-          view.active_streams != active_streams_.load(std::memory_order_seq_cst)) {
-        wakeup_.CancelWait();
-        continue;
-      }
-      clock_.SleepUntil(decision.wait_until, wakeup_, token);
+      WaitUntil(decision.wait_until, view.active_streams);
       continue;
     }
     {
