@@ -57,7 +57,6 @@ class SimVocoder final : public Vocoder {
   const SimProfile& profile() const { return profile_; }
 
   absl::StatusOr<std::shared_ptr<const Voice>> PrepareVoice(VoiceData data) override;
-  absl::Status Run(absl::Span<VocodeJob* const> jobs, int n_timesteps) override;
   std::unique_ptr<FlowBatch> NewFlowBatch() override;
   absl::StatusOr<std::vector<RowId>> Admit(FlowBatch& batch, absl::Span<VocodeJob* const> jobs,
                                            absl::Span<const int> n_timesteps) override;

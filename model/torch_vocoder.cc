@@ -182,18 +182,6 @@ class TorchVocoder final : public Vocoder {
     return std::shared_ptr<const Voice>(std::move(voice));
   }
 
-  absl::Status Run(absl::Span<VocodeJob* const> jobs, int n_timesteps) override {
-    if (auto s = PrepareBatch(jobs, n_timesteps, m_, *this); !s.ok()) return s;
-    auto batch = NewFlowBatch();
-    const std::vector<int> n(jobs.size(), n_timesteps);
-    auto rows = Admit(*batch, jobs, n);
-    if (!rows.ok()) return rows.status();
-    while (batch->pending_rows() > 0) {
-      if (auto s = Step(*batch); !s.ok()) return s;
-    }
-    return Retire(*batch, *rows, jobs);
-  }
-
   std::unique_ptr<FlowBatch> NewFlowBatch() override {
     return std::make_unique<TorchFlowBatch>(this);
   }

@@ -165,6 +165,18 @@ absl::Status CheckRows(const FlowBatch& batch, absl::Span<const RowId> rows, con
 
 }  // namespace
 
+absl::Status Vocoder::Run(absl::Span<VocodeJob* const> jobs, int n_timesteps) {
+  if (auto s = PrepareBatch(jobs, n_timesteps, manifest(), *this); !s.ok()) return s;
+  auto batch = NewFlowBatch();
+  const std::vector<int> n(jobs.size(), n_timesteps);
+  auto rows = Admit(*batch, jobs, n);
+  if (!rows.ok()) return rows.status();
+  while (batch->pending_rows() > 0) {
+    if (auto s = Step(*batch); !s.ok()) return s;
+  }
+  return Retire(*batch, *rows, jobs);
+}
+
 absl::Status PrepareBatch(absl::Span<VocodeJob* const> jobs, int n_timesteps, const Manifest& m,
                           const Vocoder& runner) {
   if (jobs.empty()) return absl::InvalidArgumentError("empty batch");

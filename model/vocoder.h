@@ -151,7 +151,8 @@ class Vocoder {
   // Step until every row is done, Retire all; fills every job's outputs.
   // Errors: InvalidArgument (a bad job; PrepareBatch), ResourceExhausted
   // (device out of memory), Internal (model failure). Never throws.
-  virtual absl::Status Run(absl::Span<VocodeJob* const> jobs, int n_timesteps) = 0;
+  // Implemented once here over the stage API (validate.cc) for every runner.
+  virtual absl::Status Run(absl::Span<VocodeJob* const> jobs, int n_timesteps);
 
   // An empty running set on this runner's device.
   virtual std::unique_ptr<FlowBatch> NewFlowBatch() = 0;
