@@ -51,6 +51,9 @@ absl::Status Validate(const BatcherOptions& o) {
   if (!(o.max_padding_waste >= 0 && o.max_padding_waste < 1)) {
     return bad("max_padding_waste", absl::StrCat("must be in [0, 1); was ", o.max_padding_waste));
   }
+  if (!(o.join_amortization >= 0 && o.join_amortization <= 100)) {
+    return bad("join_amortization", absl::StrCat("must be in [0, 100]; was ", o.join_amortization));
+  }
   if (o.max_queue_jobs <= 0) {
     return bad("max_queue_jobs", absl::StrCat("must be positive; was ", o.max_queue_jobs));
   }

@@ -56,6 +56,10 @@ struct BatcherOptions {
   // and max_padding_waste then bound the running set; early_fire_fraction,
   // idle_grace and max_wait decide when an empty set starts (step_policy.h).
   Scheduling scheduling = Scheduling::kBatch;
+  // kStep: queued jobs join running rows as a cohort once they have waited,
+  // together, this many times the device time a separate join costs the set
+  // (step_policy.h, rule 4). 0: every step boundary admits.
+  double join_amortization = 1.0;
   // When a batch of several jobs fails, run each half once more to isolate a
   // poison job, so one bad input fails only its own half.
   bool bisect_failures = true;

@@ -124,6 +124,10 @@ Duration StageCostModel::Hift(int rows, int64_t longest) const {
   return hift_.Predict(static_cast<int64_t>(X(rows, longest)));
 }
 
+Duration StageCostModel::JoinOverhead() const {
+  return FromSeconds(encoder_.fixed_seconds() + hift_.fixed_seconds());
+}
+
 void StageCostModel::ObserveEncoder(int rows, int64_t longest, Duration took) {
   encoder_.Observe(static_cast<int64_t>(X(rows, longest)), took);
 }

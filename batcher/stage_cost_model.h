@@ -64,6 +64,11 @@ class StageCostModel {
   int BestRows(int64_t longest, int max_rows) const;
   static constexpr double kCapTolerance = 0.05;
 
+  // The device time a separate join costs beyond the rows' own share: the
+  // fixed parts of one more encoder call now and one more HiFT call when the
+  // joiners retire (the intercepts of the two fits).
+  Duration JoinOverhead() const;
+
   const QuadraticCostFit& step_fit() const { return step_; }
 
  private:

@@ -59,6 +59,30 @@ std::optional<Trigger> StartTrigger(const StepView& view, const std::vector<int>
   return std::nullopt;
 }
 
+// Rule 4: whether the admitted candidates (`admit`, indices into
+// view.queued) join now, the set then having `rows` rows of padded length
+// `longest`; b and c of the rule (a is the caller's).
+bool JoinNow(const StepView& view, const std::vector<int>& admit, TimePoint now, int rows,
+             int64_t longest, int64_t admitted_longest, Duration step_now, const BatcherOptions& o,
+             const StageCostModel& cost) {
+  const Duration overhead = cost.JoinOverhead();
+  if (o.join_amortization <= 0 || overhead <= Duration::zero()) return true;
+  const auto n = static_cast<int>(admit.size());
+  const Duration encoder = cost.Encoder(n, admitted_longest);
+  const Duration step = cost.Step(rows, longest);
+  Duration waited = Duration::zero();
+  for (int i : admit) {
+    const StepCandidate& c = view.queued[i];
+    if (c.deadline != kNever) {
+      const Duration solve = encoder + c.n_timesteps * step + cost.Hift(1, c.cost);
+      if (Plus(now, step_now + solve) > c.deadline) return true;
+    }
+    waited += now - std::min(now, c.enqueued);
+  }
+  const double owed = o.join_amortization * rows * std::chrono::duration<double>(overhead).count();
+  return std::chrono::duration<double>(waited).count() >= owed;
+}
+
 }  // namespace
 
 const char* StepReasonName(StepReason reason) {
@@ -79,6 +103,8 @@ const char* StepReasonName(StepReason reason) {
       return "deadline";
     case StepReason::kAlone:
       return "alone";
+    case StepReason::kGather:
+      return "gather";
     case StepReason::kWait:
       return "wait";
   }
@@ -131,6 +157,7 @@ StepDecision DecideStep(const StepView& view, TimePoint now, const BatcherOption
   int64_t real = run_real;
   int64_t admitted_longest = 0;
   std::optional<StepReason> first_block;
+  bool capacity_blocked = false;  // a candidate stayed out for cap or full
   auto block = [&](StepReason r) {
     if (!first_block) first_block = r;
   };
@@ -150,15 +177,18 @@ StepDecision DecideStep(const StepView& view, TimePoint now, const BatcherOption
     const int64_t real2 = real + c.cost;
     if (rows2 > o.max_batch_size) {
       block(StepReason::kFull);
+      capacity_blocked = true;
       break;  // no later candidate fits either
     }
     if (!first_row && o.max_batch_tokens > 0 && rows2 * longest2 > o.max_batch_tokens) {
       block(StepReason::kFull);
+      capacity_blocked = true;
       continue;  // a shorter one may fit
     }
     const int cap = cost.BestRows(longest2, o.max_batch_size);
     if (rows2 > cap) {
       block(StepReason::kCap);
+      capacity_blocked = true;
       continue;  // a shorter one may have a larger cap
     }
     const double waste2 = Waste(rows2, longest2, real2);
@@ -194,6 +224,13 @@ StepDecision DecideStep(const StepView& view, TimePoint now, const BatcherOption
     d.cap = cap;
   }
 
+  if (running > 0 && !d.admit.empty() && !view.draining && !capacity_blocked &&
+      !JoinNow(view, d.admit, now, rows, longest, admitted_longest, step_now, o, cost)) {
+    d.admit.clear();
+    d.cap = cost.BestRows(run_longest, o.max_batch_size);
+    d.reason = StepReason::kGather;
+    return d;
+  }
   if (!d.admit.empty()) {
     d.reason = running == 0 ? StepReason::kStart : StepReason::kJoin;
   } else if (first_block) {

@@ -32,12 +32,26 @@
 //       hift(1 row) against now + steps_left x step(rows, T) + hift(1 row).
 //    A job marked `alone` (it did not fit on the device beside running rows)
 //    is admitted only into an empty set, and as the only admitted job.
-// 4. n_timesteps never splits the set: every row follows its own schedule.
+// 4. Rows running, the admitted candidates join as a cohort, not one by one:
+//    each separate join costs the set one more encoder call now and one more
+//    HiFT call when the joiners retire (StageCostModel::JoinOverhead, F), on
+//    a device where those calls cost about the same for 1 row as for 8. So
+//    the admitted candidates join now only when
+//    a. the set cannot take more (a candidate stayed out for cap or full);
+//    b. one of them would miss its deadline if it waited one more step; or
+//    c. they have waited together at least as long as a separate join costs
+//       the set: sum(now - enqueued) >= join_amortization x rows' x F, with
+//       rows' the rows after the join (ski rental: the delay a join imposes
+//       is paid once enough delay has been saved for it; never more than
+//       twice the best choice in hindsight).
+//    Otherwise they wait for the next boundary (reason gather) and the set
+//    steps. With F = 0 (or join_amortization 0) every boundary admits.
+// 5. n_timesteps never splits the set: every row follows its own schedule.
 //
 // The decision's reason (for /metrics) says why the admit list is what it is:
-// start / join when it admits jobs; otherwise step when nothing was queued, or
-// why the first candidate in order stayed queued (cap, full, padding,
-// deadline, alone).
+// start / join when it admits jobs; gather when admissible jobs wait for a
+// cohort; otherwise step when nothing was queued, or why the first candidate
+// in order stayed queued (cap, full, padding, deadline, alone).
 #ifndef VOCODER_BATCHER_STEP_POLICY_H_
 #define VOCODER_BATCHER_STEP_POLICY_H_
 
@@ -86,9 +100,10 @@ enum class StepReason : uint8_t {
   kPadding,   // queued jobs wait: they would pad the set beyond max_padding_waste
   kDeadline,  // queued jobs wait: their encoder call would make a running row late
   kAlone,     // a job that fits only alone waits for the set to empty
+  kGather,    // queued jobs wait to join as a cohort (rule 4)
   kWait,      // empty set, no trigger yet: wait (not an acting decision)
 };
-inline constexpr int kNumStepReasons = 9;
+inline constexpr int kNumStepReasons = 10;
 const char* StepReasonName(StepReason reason);
 
 struct StepDecision {

@@ -93,6 +93,9 @@ std::vector<Binding> Bind(CLI::App* app, Config& c) {
   add("Batcher", "scheduling", &Config::scheduling,
       "batch: whole solves; step: jobs join a running set between Euler steps (needs "
       "--grouping mixed)");
+  add("Batcher", "join-amortization", &Config::join_amortization,
+      "step: queued jobs join running rows once they have waited this many times the device "
+      "time a separate join costs (0 = join at every step)");
   add("Limits", "max-streams", &Config::max_streams, "Concurrent streams");
   add("Limits", "max-streams-per-peer", &Config::max_streams_per_peer,
       "Concurrent streams from one client address (0 = no limit; leave 0 behind a proxy that "
@@ -216,6 +219,10 @@ absl::Status Validate(const Config& c) {
   if (!(c.max_padding_waste >= 0.0 && c.max_padding_waste < 1.0)) {
     return Invalid("max-padding-waste",
                    absl::StrCat("must be in [0, 1); was ", c.max_padding_waste));
+  }
+  if (!(c.join_amortization >= 0.0 && c.join_amortization <= 100.0)) {
+    return Invalid("join-amortization",
+                   absl::StrCat("must be in [0, 100]; was ", c.join_amortization));
   }
   if (c.grouping != "voice" && c.grouping != "mixed") {
     return Invalid("grouping", absl::StrCat("must be voice or mixed; was '", c.grouping, "'"));

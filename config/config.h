@@ -46,6 +46,7 @@ struct Config {
   int max_queue_jobs = 1024;
   std::string grouping = "mixed";    // "voice" or "mixed"
   std::string scheduling = "batch";  // "batch" (whole solves) or "step" (issue #13)
+  double join_amortization = 1.0;    // step: join as a cohort after this x a join's cost
 
   // Limits.
   int max_streams = 256;

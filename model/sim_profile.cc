@@ -93,12 +93,16 @@ absl::StatusOr<SimProfile> ParseSimProfile(absl::string_view text, const std::st
     p.description = j.value("description", "");
     p.estimate = j.value("estimate", false);
     p.run_overhead_ms = j.value("run_overhead_ms", 0.0);
+    p.jitter_cv = j.value("jitter_cv", 0.0);
   } catch (const std::exception& e) {
     return absl::InvalidArgumentError(absl::StrCat(origin, ": malformed field: ", e.what()));
   }
   if (p.name.empty()) return absl::InvalidArgumentError(absl::StrCat(origin, ": no \"name\""));
   if (p.run_overhead_ms < 0) {
     return absl::InvalidArgumentError(absl::StrCat(origin, ": run_overhead_ms must be >= 0"));
+  }
+  if (!(p.jitter_cv >= 0 && p.jitter_cv <= 1)) {
+    return absl::InvalidArgumentError(absl::StrCat(origin, ": jitter_cv must be in [0, 1]"));
   }
   if (!j.contains("stages") || !j.at("stages").is_object()) {
     return absl::InvalidArgumentError(absl::StrCat(origin, ": no \"stages\" object"));

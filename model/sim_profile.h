@@ -3,7 +3,8 @@
 // JSON; two are shipped inside the binary (model/profiles/*.json, embedded at
 // build time), so `--device sim:h200-estimate` works from any directory.
 //
-// No torch, no clock: PredictMs is a pure function of the shape.
+// No torch, no clock: PredictMs is a pure function of the shape (the
+// simulator applies jitter_cv on top).
 //
 // Thread-safety: SimProfile is a value; all functions are thread-safe.
 #ifndef VOCODER_MODEL_SIM_PROFILE_H_
@@ -55,6 +56,12 @@ struct SimProfile {
   StageCost estimator;    // rows = CFG rows (2 x jobs), len = padded frames; one call = one step
   StageCost hift;         // rows = jobs of one length, len = frames (cache + emitted)
   double run_overhead_ms = 0;  // once per batch (host work outside the stages)
+  // Run-to-run variation of a stage call's time: each call takes the
+  // predicted time times a lognormal factor of mean 1 and this coefficient of
+  // variation, from a seeded generator (deterministic per call sequence).
+  // A device whose calls never vary keeps paced streams in lock-free phases
+  // that a real one breaks (docs/simulator.md); 0 = no variation.
+  double jitter_cv = 0;
 };
 
 // Parses a profile document; InvalidArgument naming `origin` and the field.

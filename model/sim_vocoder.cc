@@ -56,7 +56,12 @@ float SimToneSample(int period, int64_t sample) {
 SimVocoder::SimVocoder(Manifest manifest, SimProfile profile, SimClock* clock)
     : m_(std::move(manifest)),
       profile_(std::move(profile)),
-      clock_(clock != nullptr ? *clock : RealSimClock()) {}
+      clock_(clock != nullptr ? *clock : RealSimClock()) {
+  // Lognormal with mean 1 and coefficient of variation cv:
+  // sigma^2 = ln(1 + cv^2), mu = -sigma^2 / 2.
+  const double var = std::log1p(profile_.jitter_cv * profile_.jitter_cv);
+  jitter_ = std::lognormal_distribution<double>(-var / 2, std::sqrt(var));
+}
 
 nanoseconds SimVocoder::PredictEncode(int64_t rows, int64_t padded_tokens) const {
   return FromMs(profile_.encoder.PredictMs(rows, padded_tokens));
@@ -75,6 +80,9 @@ nanoseconds SimVocoder::PredictRun(int64_t rows, int64_t row_tokens, int64_t hif
 }
 
 void SimVocoder::Spend(SimClock::TimePoint start, nanoseconds predicted) {
+  if (profile_.jitter_cv > 0) {
+    predicted = nanoseconds(std::llround(static_cast<double>(predicted.count()) * jitter_(rng_)));
+  }
   clock_.SleepUntil(start + predicted);
   busy_ns_.fetch_add(predicted.count(), std::memory_order_relaxed);
 }

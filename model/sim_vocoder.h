@@ -23,6 +23,7 @@
 #include <atomic>
 #include <chrono>
 #include <memory>
+#include <random>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -69,7 +70,8 @@ class SimVocoder final : public Vocoder {
   // PredictEncode(new rows, their padded tokens); Step sleeps
   // PredictStep(pending rows, the set's padded frames); Retire sleeps the
   // run overhead plus PredictHift(rows, frames) per group of rows of equal
-  // vocoded length; Drop takes no simulated time.
+  // vocoded length; Drop takes no simulated time. Each sleep is the
+  // prediction times the profile's jitter factor (1 when jitter_cv is 0).
   std::chrono::nanoseconds PredictEncode(int64_t rows, int64_t padded_tokens) const;
   std::chrono::nanoseconds PredictStep(int64_t rows, int64_t padded_frames) const;  // CFG: 2x rows
   std::chrono::nanoseconds PredictHift(int64_t rows, int64_t frames) const;
@@ -84,13 +86,18 @@ class SimVocoder final : public Vocoder {
   }
 
  private:
-  // Sleeps until `start` + `predicted` and counts `predicted` as busy.
+  // Sleeps until `start` + `predicted` x the jitter factor and counts that
+  // as busy.
   void Spend(SimClock::TimePoint start, std::chrono::nanoseconds predicted);
 
   const Manifest m_;
   const SimProfile profile_;
   SimClock& clock_;
   std::atomic<int64_t> busy_ns_{0};
+  // Jitter (SimProfile::jitter_cv); stage calls come from one thread at a
+  // time (the Vocoder is thread-compatible).
+  std::mt19937_64 rng_{0x5eed};
+  std::lognormal_distribution<double> jitter_;
 };
 
 // The period in samples of a voice's simulated tone (40..239 samples, i.e.

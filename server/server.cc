@@ -35,6 +35,7 @@ batcher::BatcherOptions BatcherOptionsFrom(const config::Config& c) {
   o.idle_grace = std::chrono::microseconds(c.idle_grace_us);
   o.max_wait = std::chrono::microseconds(c.max_wait_us);
   o.max_padding_waste = c.max_padding_waste;
+  o.join_amortization = c.join_amortization;
   o.max_queue_jobs = c.max_queue_jobs;
   o.grouping = c.grouping == "voice" ? batcher::Grouping::kVoice : batcher::Grouping::kMixed;
   o.scheduling = c.scheduling == "step" ? batcher::Scheduling::kStep : batcher::Scheduling::kBatch;

@@ -30,6 +30,13 @@ BatcherOptions Opts() {
   o.idle_grace = microseconds(200);
   o.max_wait = milliseconds(10);
   o.max_padding_waste = 0.3;
+  o.join_amortization = 0;  // rule 4 (cohorts) has its own tests, which turn it on
+  return o;
+}
+
+BatcherOptions Cohorts() {
+  BatcherOptions o = Opts();
+  o.join_amortization = 1;
   return o;
 }
 
@@ -286,6 +293,72 @@ TEST(StepPolicyTest, AJobThatFitsOnlyAloneWaitsForAnEmptySet) {
   d = DecideStep(v, kT0, Opts(), Flat());
   EXPECT_EQ(d.reason, StepReason::kStart);
   EXPECT_THAT(d.admit, ElementsAre(0));  // and nothing beside it
+}
+
+// Rule 4. Flat(1 ms): a separate join costs the set F = 1 ms of encoder + 1 ms
+// of HiFT.
+TEST(StepPolicyTest, JoinersGatherUntilTheyHaveWaitedWhatASeparateJoinCosts) {
+  EXPECT_EQ(Flat(milliseconds(1)).JoinOverhead(), milliseconds(2));
+  StepView v = Running(3);
+  v.queued = {Queued(1, 10, kT0)};
+  // 4 rows after the join owe 4 x 2 ms; one job has waited 8 ms at kT0 + 8 ms.
+  StepDecision d = DecideStep(v, kT0 + milliseconds(8) - kTick, Cohorts(), Flat(milliseconds(1)));
+  EXPECT_FALSE(d.wait);  // the running rows step meanwhile
+  EXPECT_EQ(d.reason, StepReason::kGather);
+  EXPECT_THAT(d.admit, IsEmpty());
+  d = DecideStep(v, kT0 + milliseconds(8), Cohorts(), Flat(milliseconds(1)));
+  EXPECT_EQ(d.reason, StepReason::kJoin);
+  EXPECT_THAT(d.admit, ElementsAre(0));
+  // Two waiting together: 5 rows owe 10 ms, two jobs wait 5 ms each.
+  v.queued.push_back(Queued(2, 10, kT0));
+  EXPECT_EQ(DecideStep(v, kT0 + milliseconds(5) - kTick, Cohorts(), Flat(milliseconds(1))).reason,
+            StepReason::kGather);
+  d = DecideStep(v, kT0 + milliseconds(5), Cohorts(), Flat(milliseconds(1)));
+  EXPECT_EQ(d.reason, StepReason::kJoin);
+  EXPECT_THAT(d.admit, ElementsAre(0, 1));
+  // join_amortization scales what is owed; 0 admits at every boundary.
+  BatcherOptions half = Cohorts();
+  half.join_amortization = 0.5;
+  EXPECT_EQ(DecideStep(v, kT0 + milliseconds(2), half, Flat(milliseconds(1))).reason,
+            StepReason::kGather);
+  EXPECT_EQ(DecideStep(v, kT0 + milliseconds(3), half, Flat(milliseconds(1))).reason,
+            StepReason::kJoin);
+  EXPECT_EQ(DecideStep(v, kT0, Opts(), Flat(milliseconds(1))).reason, StepReason::kJoin);
+  // A device where calls have no fixed cost gains nothing from gathering.
+  EXPECT_EQ(DecideStep(v, kT0, Cohorts(), Flat()).reason, StepReason::kJoin);
+}
+
+TEST(StepPolicyTest, JoinersJoinAtOnceWhenTheSetCannotTakeMore) {
+  BatcherOptions o = Cohorts();
+  o.max_batch_size = 4;
+  StepView v = Running(3);
+  v.queued = {Queued(1), Queued(2)};
+  const StepDecision d = DecideStep(v, kT0, o, Flat(milliseconds(1)));
+  EXPECT_EQ(d.reason, StepReason::kJoin);
+  EXPECT_THAT(d.admit, ElementsAre(0));
+}
+
+TEST(StepPolicyTest, AJoinerThatWouldBeLateAfterOneMoreStepJoinsAtOnce) {
+  // Its solve: encoder 1 + 10 steps x 1 + HiFT 1 = 12 ms, after one more step
+  // of 1 ms: 13 ms.
+  StepView v = Running(3);
+  v.queued = {Queued(1, 10, kT0, kT0 + milliseconds(13))};
+  EXPECT_EQ(DecideStep(v, kT0, Cohorts(), Flat(milliseconds(1))).reason, StepReason::kGather);
+  v.queued[0].deadline = kT0 + milliseconds(13) - kTick;
+  const StepDecision d = DecideStep(v, kT0, Cohorts(), Flat(milliseconds(1)));
+  EXPECT_EQ(d.reason, StepReason::kJoin);
+  EXPECT_THAT(d.admit, ElementsAre(0));
+}
+
+TEST(StepPolicyTest, AnEmptySetStartsByItsTriggersNotByRuleFour) {
+  StepView v;
+  v.queued = {Queued(1)};
+  v.draining = true;
+  EXPECT_EQ(DecideStep(v, kT0, Cohorts(), Flat(milliseconds(1))).reason, StepReason::kStart);
+  v = Running(2);
+  v.queued = {Queued(1)};
+  v.draining = true;  // shutting down: no reason to hold a job back
+  EXPECT_EQ(DecideStep(v, kT0, Cohorts(), Flat(milliseconds(1))).reason, StepReason::kJoin);
 }
 
 TEST(StepPolicyTest, ReasonNamesAreDistinct) {

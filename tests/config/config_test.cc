@@ -56,6 +56,10 @@ TEST(ConfigTest, FlagsSetValues) {
   r = Parse({"--scheduling", "step"});
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->config.scheduling, "step");
+  EXPECT_EQ(r->config.join_amortization, 1.0);
+  r = Parse({"--scheduling", "step", "--join-amortization", "0"});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->config.join_amortization, 0.0);
 }
 
 TEST(ConfigTest, PrecedenceIsFlagThenEnvironmentThenFileThenDefault) {
@@ -92,6 +96,7 @@ TEST(ConfigTest, InvalidValuesNameTheFlag) {
       {{"--max-padding-waste", "1"}, "--max-padding-waste must be in [0, 1)"},
       {{"--grouping", "by-name"}, "--grouping must be voice or mixed"},
       {{"--scheduling", "eager"}, "--scheduling must be batch or step"},
+      {{"--join-amortization", "-1"}, "--join-amortization must be in [0, 100]"},
       {{"--scheduling", "step", "--grouping", "voice"}, "--scheduling step needs --grouping mixed"},
       {{"--tls-cert", "c.pem"}, "--tls-key must be set together"},
       {{"--log-level", "loud"}, "--log-level must be debug, info, warning or error"},

@@ -221,6 +221,50 @@ TEST(SimVocoderTest, RunSleepsThePredictedStageTimesOnTheInjectedClock) {
   EXPECT_EQ(sim.simulated_busy(), sim.PredictRun(4, 103, 58, 10));
 }
 
+// jitter_cv: each stage call takes the prediction times a lognormal factor
+// of mean 1 and that coefficient of variation, the same sequence every time.
+TEST(SimVocoderTest, JitterVariesEachCallAroundThePredictionReproducibly) {
+  std::string doc = kRoundProfile;
+  doc.replace(doc.find("\"run_overhead_ms\""), 0, "\"jitter_cv\": 0.2, ");
+  auto profile = ParseSimProfile(doc, "jitter.json");
+  ASSERT_TRUE(profile.ok()) << profile.status();
+  EXPECT_EQ(profile->jitter_cv, 0.2);
+  auto factors = [&] {
+    FakeSimClock clock;
+    SimVocoder sim(TinyGeometry(), *profile, &clock);
+    auto voice = sim.PrepareVoice(MakeVoice(50, 1));
+    EXPECT_TRUE(voice.ok());
+    std::vector<double> f;
+    for (int i = 0; i < 100; ++i) {
+      VocodeJob job = Job(*voice, 53, 25, false, 8);
+      VocodeJob* ptr = &job;
+      EXPECT_TRUE(sim.Run({&ptr, 1}, 10).ok());
+    }
+    const double step = (2 + 0.001 * 2 * 200) * 1e6;  // ns, every sleep but encoder/HiFT
+    for (size_t i = 0; i < clock.sleeps.size(); ++i) {
+      if (i % 12 == 0 || i % 12 == 11) continue;
+      f.push_back(static_cast<double>(nanoseconds(clock.sleeps[i]).count()) / step);
+    }
+    return f;
+  };
+  const std::vector<double> a = factors();
+  ASSERT_EQ(a.size(), 1000u);
+  double sum = 0, sq = 0;
+  for (double x : a) {
+    sum += x;
+    sq += x * x;
+  }
+  const double mean = sum / 1000;
+  const double cv = std::sqrt(sq / 1000 - mean * mean) / mean;
+  EXPECT_NEAR(mean, 1.0, 0.03);  // 3 standard errors of 1000 draws
+  EXPECT_NEAR(cv, 0.2, 0.03);
+  EXPECT_EQ(a, factors());  // seeded: the same run gives the same times
+  std::string bad = kRoundProfile;
+  bad.replace(bad.find("\"run_overhead_ms\""), 0, "\"jitter_cv\": -0.1, ");
+  EXPECT_THAT(ParseSimProfile(bad, "x.json"), StatusIs(absl::StatusCode::kInvalidArgument,
+                                                       HasSubstr("jitter_cv must be in [0, 1]")));
+}
+
 TEST(SimVocoderTest, HiftCostsEachLengthGroupApart) {
   FakeSimClock clock;
   SimVocoder sim(TinyGeometry(), Round(), &clock);

@@ -14,8 +14,11 @@ large ones),
 
 dropping a term whose coefficient comes out negative, then once dropping
 points off by more than --outlier (a shared machine's hiccups) and refitting.
-run_overhead_ms is the median of what a run took beyond its stages. Prints
-each stage's fit and its worst relative error; writes the profile JSON.
+run_overhead_ms is the median of what a run took beyond its stages.
+jitter_cv (run-to-run variation) is estimated from each point's p95 against
+its median, as for a normal spread: median over points of
+(p95 / median - 1) / 1.645; --jitter-cv sets it instead. Prints each stage's
+fit and its worst relative error; writes the profile JSON.
 """
 import argparse
 import json
@@ -29,7 +32,7 @@ FORMAT = "vocoderd-sim-profile/1"
 def samples(docs, allow_simulated=False):
     """(stage -> list of (rows, len, ms)), run overheads, descriptions."""
     out = {"encoder": [], "estimator": [], "hift": []}
-    overheads, sources = [], []
+    overheads, sources, spreads = [], [], []
     for path, doc in docs:
         if doc.get("benchmark") != "model":
             raise ValueError(f"{path}: not a `vocoder-bench model --json` file")
@@ -50,7 +53,9 @@ def samples(docs, allow_simulated=False):
             out["estimator"].append((2 * b, r["padded_frames"], r["step_ms"]))
             out["hift"].append((b, r["hift_frames"], r["vocode_ms"]))
             overheads.append(r["median_ms"] - r["encode_ms"] - n * r["step_ms"] - r["vocode_ms"])
-    return out, overheads, sources
+            if r.get("p95_ms") and r["median_ms"] > 0:
+                spreads.append(max(0.0, r["p95_ms"] / r["median_ms"] - 1) / 1.645)
+    return out, overheads, sources, spreads
 
 
 def design(points, terms):
@@ -104,6 +109,8 @@ def main(argv):
     ap.add_argument("--description", default="", help="what was measured, where")
     ap.add_argument("--outlier", type=float, default=0.5,
                     help="drop points off by more than this fraction, then refit")
+    ap.add_argument("--jitter-cv", type=float, default=None,
+                    help="run-to-run variation to record (default: estimated from p95 / median)")
     ap.add_argument("--out", required=True, help="profile JSON to write")
     ap.add_argument("--allow-simulated", action="store_true",
                     help="accept sweeps of a simulated device (tests of this tool only)")
@@ -113,7 +120,7 @@ def main(argv):
         with open(path) as f:
             docs.append((path, json.load(f)))
     try:
-        stages_in, overheads, sources = samples(docs, a.allow_simulated)
+        stages_in, overheads, sources, spreads = samples(docs, a.allow_simulated)
     except (KeyError, ValueError) as e:
         print(f"fit_profile: {e}", file=sys.stderr)
         return 2
@@ -126,6 +133,10 @@ def main(argv):
               f"worst relative error {worst:.1%}")
     run_overhead = max(0.0, float(np.median(overheads)))
     print(f"run_overhead_ms {run_overhead:.3f}")
+    jitter = a.jitter_cv if a.jitter_cv is not None else (
+        min(1.0, float(np.median(spreads))) if spreads else 0.0)
+    print(f"jitter_cv {jitter:.4f}" + (" (set)" if a.jitter_cv is not None else
+                                       f" (from {len(spreads)} points' p95 / median)"))
     profile = {
         "format": FORMAT,
         "name": a.name,
@@ -135,6 +146,7 @@ def main(argv):
         "fitted_from": sources,
         "fit_quality": quality,
         "run_overhead_ms": round(run_overhead, 3),
+        "jitter_cv": round(jitter, 4),
         "stages": stages,
     }
     with open(a.out, "w") as f:

@@ -3,7 +3,7 @@
 
     step_report.py OUT_DIR [--profile NAME]
 
-Reads OUT_DIR/{sim,cpu}/{batch,step}/{closed-N,saturation}.json (vocoder-loadgen)
+Reads OUT_DIR/{sim,cpu}/{batch,step,step-eager}/{closed-N,saturation}.json (vocoder-loadgen)
 with the /metrics scrapes taken before and after each run (NAME.before.prom,
 NAME.after.prom) and OUT_DIR/cpu/model.json (vocoder-bench model). Writes
 OUT_DIR/report.json, OUT_DIR/report.md (one table per regime) and
@@ -105,9 +105,12 @@ def run_figures(path):
     return r
 
 
+MODES = ("batch", "step", "step-eager")  # step-eager: --join-amortization 0
+
+
 def regime(out, name):
     res = {}
-    for mode in ("batch", "step"):
+    for mode in MODES:
         d = os.path.join(out, name, mode)
         if not os.path.isdir(d):
             continue
@@ -145,12 +148,12 @@ def goals(rep):
                 s[1]["chunk_mean_ms"] / b[1]["chunk_mean_ms"], 4)
             g["sim_1_ttfa_p50_ratio_step_over_batch"] = round(
                 s[1]["ttfa_p50_ms"] / b[1]["ttfa_p50_ms"], 4)
-        for mode in ("batch", "step"):
-            if sim[mode]["saturation"]:
+        for mode in MODES:
+            if mode in sim and sim[mode]["saturation"]:
                 g[f"sim_saturation_audio_s_per_s_{mode}"] = sim[mode]["saturation"]["audio_s_per_s"]
     cpu = rep.get("cpu", {})
     best = rep.get("cpu_model_best_audio_s_per_s")
-    for mode in ("batch", "step"):
+    for mode in MODES:
         if mode in cpu and cpu[mode]["saturation"] and best:
             g[f"cpu_batching_efficiency_{mode}"] = round(
                 cpu[mode]["saturation"]["audio_s_per_s"] / best, 3)
@@ -173,7 +176,7 @@ def table(title, res):
              "| mode | streams | audio s/s | first audio p50 / p95 ms | chunk p95 ms | stalled | "
              "mean rows (step) / batch | decisions (step: reason; batch: trigger) |",
              "|---|---|---|---|---|---|---|---|"]
-    for mode in ("batch", "step"):
+    for mode in MODES:
         if mode not in res:
             continue
         runs = list(res[mode]["closed"])
@@ -196,7 +199,7 @@ def plot(out, name, res, title):
     except ImportError:
         return
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
-    for mode, style in (("batch", "o-"), ("step", "s-")):
+    for mode, style in (("batch", "o-"), ("step", "s-"), ("step-eager", "^--")):
         if mode not in res:
             continue
         c = res[mode]["closed"]
