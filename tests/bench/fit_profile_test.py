@@ -12,12 +12,14 @@ import subprocess
 import sys
 import tempfile
 
-# Costs large enough that a loaded machine's sleep overshoot (a few ms at
-# worst) stays small beside them.
-KNOWN = {"format": "vocoderd-sim-profile/1", "name": "known", "run_overhead_ms": 0.5,
-         "stages": {"encoder": {"overhead_ms": 2.0, "ms_per_unit": 0.02},
-                    "estimator": {"overhead_ms": 1.0, "ms_per_unit": 0.005},
-                    "hift": {"overhead_ms": 1.5, "ms_per_unit": 0.02}}}
+# Costs large enough that a loaded machine's sleep overshoot stays small
+# beside them: with both cores busy (a parallel ctest and a build) a wake-up
+# came 3 ms late on a 3.5 ms encoder call, so the smallest call here is 14 ms
+# and the check allows 15 % + 2 ms.
+KNOWN = {"format": "vocoderd-sim-profile/1", "name": "known", "run_overhead_ms": 2.0,
+         "stages": {"encoder": {"overhead_ms": 8.0, "ms_per_unit": 0.08},
+                    "estimator": {"overhead_ms": 4.0, "ms_per_unit": 0.02},
+                    "hift": {"overhead_ms": 6.0, "ms_per_unit": 0.08}}}
 # Shapes inside what the sweeps measure (rows, length) per stage.
 SHAPES = {"encoder": ((1, 75), (4, 103), (16, 103)),
           "estimator": ((2, 144), (8, 200), (32, 200)),
@@ -50,7 +52,7 @@ def main(bench, root, model_dir):
         row = doc["rows"][1]  # batch 4, 25-token chunk: 50 + 25 + 25 + 3 tokens
         assert row["padded_tokens"] == 103 and row["padded_frames"] == 200, row
         assert row["hift_frames"] == 58, row
-        assert abs(row["step_ms"] - (1.0 + 0.005 * 8 * 200)) < 2, row
+        assert abs(row["step_ms"] - (4.0 + 0.02 * 8 * 200)) < 4, row
 
         refused = subprocess.run([sys.executable, fit, *sweeps, "--name", "x", "--out",
                                   os.path.join(tmp, "x.json")], capture_output=True, text=True)
@@ -70,7 +72,7 @@ def main(bench, root, model_dir):
             for rows, length in SHAPES[stage]:
                 w = stage_ms(want, rows, length) + extra
                 g = stage_ms(got, rows, length)
-                assert abs(g - w) <= 0.15 * w + 1.0, (stage, rows, length, g, w, got)
+                assert abs(g - w) <= 0.15 * w + 2.0, (stage, rows, length, g, w, got)
         # The fitted profile loads as a device.
         subprocess.run([bench, "model", "--model-dir", model_dir, "--device", f"sim:{fitted_path}",
                         "--batch-sizes", "1", "--chunk-tokens", "25", "--iterations", "1",
