@@ -205,6 +205,7 @@ class Batcher {
   StepRunner* const step_runner_;
   StageCostModel stage_cost_;
   std::vector<Row> running_;  // step scheduling: admission order
+  TimePoint last_join_{};     // step scheduling: when jobs last joined running_
 
   // batcher/mutex.h (a std::mutex, which TSan sees, with the annotations),
   // not absl::Mutex: Debian's Abseil is not built with TSan annotations.

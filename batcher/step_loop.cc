@@ -35,6 +35,7 @@ StepView Batcher::BuildStepView(std::vector<Job*>& candidates, bool draining) co
   StepView view;
   view.active_streams = active_streams_.load(std::memory_order_relaxed);
   view.last_arrival = last_arrival_;
+  view.last_join = last_join_;
   view.draining = draining;
   std::set<uint64_t> seen_streams;
   for (const Row& r : running_) {
@@ -252,6 +253,7 @@ void Batcher::StepLoop() {
       std::vector<Job*> jobs;
       for (int i : decision.admit) jobs.push_back(candidates[i]);
       RemovePending(jobs);
+      last_join_ = now;
       std::vector<Job*> deferred;
       AdmitJobs(std::move(jobs), decision.trigger, options_.bisect_failures, deferred);
       for (Job* j : deferred) {

@@ -61,7 +61,7 @@ std::optional<Trigger> StartTrigger(const StepView& view, const std::vector<int>
 
 // Rule 4: whether the admitted candidates (`admit`, indices into
 // view.queued) join now, the set then having `rows` rows of padded length
-// `longest`; b and c of the rule (a is the caller's).
+// `longest`.
 bool JoinNow(const StepView& view, const std::vector<int>& admit, TimePoint now, int rows,
              int64_t longest, int64_t admitted_longest, Duration step_now, const BatcherOptions& o,
              const StageCostModel& cost) {
@@ -77,7 +77,7 @@ bool JoinNow(const StepView& view, const std::vector<int>& admit, TimePoint now,
       const Duration solve = encoder + c.n_timesteps * step + cost.Hift(1, c.cost);
       if (Plus(now, step_now + solve) > c.deadline) return true;
     }
-    waited += now - std::min(now, c.enqueued);
+    waited += now - std::min(now, std::max(c.enqueued, view.last_join));
   }
   const double owed = o.join_amortization * rows * std::chrono::duration<double>(overhead).count();
   return std::chrono::duration<double>(waited).count() >= owed;
@@ -157,7 +157,6 @@ StepDecision DecideStep(const StepView& view, TimePoint now, const BatcherOption
   int64_t real = run_real;
   int64_t admitted_longest = 0;
   std::optional<StepReason> first_block;
-  bool capacity_blocked = false;  // a candidate stayed out for cap or full
   auto block = [&](StepReason r) {
     if (!first_block) first_block = r;
   };
@@ -177,18 +176,15 @@ StepDecision DecideStep(const StepView& view, TimePoint now, const BatcherOption
     const int64_t real2 = real + c.cost;
     if (rows2 > o.max_batch_size) {
       block(StepReason::kFull);
-      capacity_blocked = true;
       break;  // no later candidate fits either
     }
     if (!first_row && o.max_batch_tokens > 0 && rows2 * longest2 > o.max_batch_tokens) {
       block(StepReason::kFull);
-      capacity_blocked = true;
       continue;  // a shorter one may fit
     }
     const int cap = cost.BestRows(longest2, o.max_batch_size);
     if (rows2 > cap) {
       block(StepReason::kCap);
-      capacity_blocked = true;
       continue;  // a shorter one may have a larger cap
     }
     const double waste2 = Waste(rows2, longest2, real2);
@@ -224,7 +220,7 @@ StepDecision DecideStep(const StepView& view, TimePoint now, const BatcherOption
     d.cap = cap;
   }
 
-  if (running > 0 && !d.admit.empty() && !view.draining && !capacity_blocked &&
+  if (running > 0 && !d.admit.empty() && !view.draining &&
       !JoinNow(view, d.admit, now, rows, longest, admitted_longest, step_now, o, cost)) {
     d.admit.clear();
     d.cap = cost.BestRows(run_longest, o.max_batch_size);

@@ -37,15 +37,18 @@
 //    HiFT call when the joiners retire (StageCostModel::JoinOverhead, F), on
 //    a device where those calls cost about the same for 1 row as for 8. So
 //    the admitted candidates join now only when
-//    a. the set cannot take more (a candidate stayed out for cap or full);
-//    b. one of them would miss its deadline if it waited one more step; or
-//    c. they have waited together at least as long as a separate join costs
-//       the set: sum(now - enqueued) >= join_amortization x rows' x F, with
-//       rows' the rows after the join (ski rental: the delay a join imposes
-//       is paid once enough delay has been saved for it; never more than
-//       twice the best choice in hindsight).
+//    a. one of them would miss its deadline if it waited one more step; or
+//    b. they have waited together at least as long as a separate join costs
+//       the set: sum(now - max(enqueued, last_join)) >= join_amortization x
+//       rows' x F, with rows' the rows after the join (ski rental: the delay
+//       a join imposes is paid once enough delay has been saved for it;
+//       never more than twice the best choice in hindsight).
 //    Otherwise they wait for the next boundary (reason gather) and the set
-//    steps. With F = 0 (or join_amortization 0) every boundary admits.
+//    steps. A full set gathers too: slots that retiring rows free join
+//    together rather than a few at each boundary, which on a device whose
+//    step time grows with rows costs the running rows nothing (fewer rows,
+//    shorter steps) and saves the calls. With F = 0 (or join_amortization 0)
+//    every boundary admits.
 // 5. n_timesteps never splits the set: every row follows its own schedule.
 //
 // The decision's reason (for /metrics) says why the admit list is what it is:
@@ -88,6 +91,11 @@ struct StepView {
   // As QueueView: streams that may still submit (0 = unknown), last arrival.
   int active_streams = 0;
   TimePoint last_arrival{};
+  // When jobs last joined the running set (kNever-free: TimePoint{} = never).
+  // Rule 4 counts a job's wait from then at the latest: a wait that no join
+  // could have ended (the set was full, or the job was held back) is not
+  // delay that gathering saved.
+  TimePoint last_join{};
   bool draining = false;  // shutting down with kRunQueued: start at once
 };
 

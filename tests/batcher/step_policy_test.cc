@@ -328,14 +328,23 @@ TEST(StepPolicyTest, JoinersGatherUntilTheyHaveWaitedWhatASeparateJoinCosts) {
   EXPECT_EQ(DecideStep(v, kT0, Cohorts(), Flat()).reason, StepReason::kJoin);
 }
 
-TEST(StepPolicyTest, JoinersJoinAtOnceWhenTheSetCannotTakeMore) {
+TEST(StepPolicyTest, WaitsCountFromTheLastJoinSoAFullSetGathersTheSlotsItFrees) {
   BatcherOptions o = Cohorts();
   o.max_batch_size = 4;
+  // Queued long before; the set was full until a row retired, and the last
+  // join was 1 ms ago: only 1 ms of the wait could have been saved.
   StepView v = Running(3);
-  v.queued = {Queued(1), Queued(2)};
-  const StepDecision d = DecideStep(v, kT0, o, Flat(milliseconds(1)));
+  v.queued = {Queued(1, 10, kT0 - milliseconds(100)), Queued(2, 10, kT0 - milliseconds(100))};
+  v.last_join = kT0 - milliseconds(1);
+  StepDecision d = DecideStep(v, kT0, o, Flat(milliseconds(1)));
+  EXPECT_EQ(d.reason, StepReason::kGather);  // 1 ms against 4 rows x 2 ms owed
+  EXPECT_THAT(d.admit, IsEmpty());
+  d = DecideStep(v, kT0 + milliseconds(7), o, Flat(milliseconds(1)));
   EXPECT_EQ(d.reason, StepReason::kJoin);
   EXPECT_THAT(d.admit, ElementsAre(0));
+  // With no join since it was queued, all of the wait counts.
+  v.last_join = TimePoint{};
+  EXPECT_EQ(DecideStep(v, kT0, o, Flat(milliseconds(1))).reason, StepReason::kJoin);
 }
 
 TEST(StepPolicyTest, AJoinerThatWouldBeLateAfterOneMoreStepJoinsAtOnce) {
