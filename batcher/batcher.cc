@@ -153,6 +153,7 @@ void Batcher::PullSubmitted() {
     if (node == nullptr) continue;  // a push is half done; it completes within instructions
     Job* job = static_cast<Job::Node*>(node)->job;
     last_arrival_ = std::max(last_arrival_, job->enqueued());
+    arrivals_.Arrive(job->enqueued());
     pending_.push_back(job);
   }
 }

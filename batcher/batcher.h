@@ -68,6 +68,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "batcher/arrival_rate.h"
 #include "batcher/clock.h"
 #include "batcher/cost_model.h"
 #include "batcher/job.h"
@@ -201,6 +202,7 @@ class Batcher {
   // GPU thread only.
   std::vector<Job*> pending_;  // arrival order
   TimePoint last_arrival_{};
+  ArrivalRate arrivals_;
   CostModel cost_;
   StepRunner* const step_runner_;
   StageCostModel stage_cost_;

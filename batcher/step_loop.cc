@@ -36,6 +36,7 @@ StepView Batcher::BuildStepView(std::vector<Job*>& candidates, bool draining) co
   view.active_streams = active_streams_.load(std::memory_order_relaxed);
   view.last_arrival = last_arrival_;
   view.last_join = last_join_;
+  view.arrival_rate_hz = arrivals_.PerSecond(clock_.Now());
   view.draining = draining;
   std::set<uint64_t> seen_streams;
   for (const Row& r : running_) {

@@ -80,7 +80,9 @@ bool JoinNow(const StepView& view, const std::vector<int>& admit, TimePoint now,
     waited += now - std::min(now, std::max(c.enqueued, view.last_join));
   }
   const double owed = o.join_amortization * rows * std::chrono::duration<double>(overhead).count();
-  return std::chrono::duration<double>(waited).count() >= owed;
+  const double left = owed - std::chrono::duration<double>(waited).count();
+  if (left <= 0) return true;
+  return view.arrival_rate_hz * left / n < 1.0;
 }
 
 }  // namespace

@@ -43,6 +43,11 @@
 //       rows' x F, with rows' the rows after the join (ski rental: the delay
 //       a join imposes is paid once enough delay has been saved for it;
 //       never more than twice the best choice in hindsight).
+//    c. no more joiners are expected before b would hold: at the recent
+//       arrival rate, fewer than one job arrives in the time the admitted
+//       ones still have to wait, (owed - waited) / n. Gathering is a bet
+//       that others come; at low load they do not, and the wait would only
+//       delay the few that did.
 //    Otherwise they wait for the next boundary (reason gather) and the set
 //    steps. A full set gathers too: slots that retiring rows free join
 //    together rather than a few at each boundary, which on a device whose
@@ -96,6 +101,9 @@ struct StepView {
   // could have ended (the set was full, or the job was held back) is not
   // delay that gathering saved.
   TimePoint last_join{};
+  // Jobs per second arriving lately (ArrivalRate; 0 = none seen). Rule 4
+  // gathers only while more joiners are expected.
+  double arrival_rate_hz = 0;
   bool draining = false;  // shutting down with kRunQueued: start at once
 };
 

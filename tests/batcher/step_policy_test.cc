@@ -300,9 +300,12 @@ TEST(StepPolicyTest, AJobThatFitsOnlyAloneWaitsForAnEmptySet) {
 TEST(StepPolicyTest, JoinersGatherUntilTheyHaveWaitedWhatASeparateJoinCosts) {
   EXPECT_EQ(Flat(milliseconds(1)).JoinOverhead(), milliseconds(2));
   StepView v = Running(3);
+  v.arrival_rate_hz = 10000;  // busy: more joiners keep coming
   v.queued = {Queued(1, 10, kT0)};
   // 4 rows after the join owe 4 x 2 ms; one job has waited 8 ms at kT0 + 8 ms.
-  StepDecision d = DecideStep(v, kT0 + milliseconds(8) - kTick, Cohorts(), Flat(milliseconds(1)));
+  // (A joiner expected within the last 0.1 ms is not waited for: rule c.)
+  StepDecision d =
+      DecideStep(v, kT0 + milliseconds(7) + microseconds(800), Cohorts(), Flat(milliseconds(1)));
   EXPECT_FALSE(d.wait);  // the running rows step meanwhile
   EXPECT_EQ(d.reason, StepReason::kGather);
   EXPECT_THAT(d.admit, IsEmpty());
@@ -311,8 +314,10 @@ TEST(StepPolicyTest, JoinersGatherUntilTheyHaveWaitedWhatASeparateJoinCosts) {
   EXPECT_THAT(d.admit, ElementsAre(0));
   // Two waiting together: 5 rows owe 10 ms, two jobs wait 5 ms each.
   v.queued.push_back(Queued(2, 10, kT0));
-  EXPECT_EQ(DecideStep(v, kT0 + milliseconds(5) - kTick, Cohorts(), Flat(milliseconds(1))).reason,
-            StepReason::kGather);
+  EXPECT_EQ(
+      DecideStep(v, kT0 + milliseconds(4) + microseconds(800), Cohorts(), Flat(milliseconds(1)))
+          .reason,
+      StepReason::kGather);
   d = DecideStep(v, kT0 + milliseconds(5), Cohorts(), Flat(milliseconds(1)));
   EXPECT_EQ(d.reason, StepReason::kJoin);
   EXPECT_THAT(d.admit, ElementsAre(0, 1));
@@ -334,6 +339,7 @@ TEST(StepPolicyTest, WaitsCountFromTheLastJoinSoAFullSetGathersTheSlotsItFrees) 
   // Queued long before; the set was full until a row retired, and the last
   // join was 1 ms ago: only 1 ms of the wait could have been saved.
   StepView v = Running(3);
+  v.arrival_rate_hz = 10000;
   v.queued = {Queued(1, 10, kT0 - milliseconds(100)), Queued(2, 10, kT0 - milliseconds(100))};
   v.last_join = kT0 - milliseconds(1);
   StepDecision d = DecideStep(v, kT0, o, Flat(milliseconds(1)));
@@ -351,12 +357,28 @@ TEST(StepPolicyTest, AJoinerThatWouldBeLateAfterOneMoreStepJoinsAtOnce) {
   // Its solve: encoder 1 + 10 steps x 1 + HiFT 1 = 12 ms, after one more step
   // of 1 ms: 13 ms.
   StepView v = Running(3);
+  v.arrival_rate_hz = 10000;
   v.queued = {Queued(1, 10, kT0, kT0 + milliseconds(13))};
   EXPECT_EQ(DecideStep(v, kT0, Cohorts(), Flat(milliseconds(1))).reason, StepReason::kGather);
   v.queued[0].deadline = kT0 + milliseconds(13) - kTick;
   const StepDecision d = DecideStep(v, kT0, Cohorts(), Flat(milliseconds(1)));
   EXPECT_EQ(d.reason, StepReason::kJoin);
   EXPECT_THAT(d.admit, ElementsAre(0));
+}
+
+TEST(StepPolicyTest, JoinersGatherOnlyWhileMoreAreExpected) {
+  // 4 rows owe 8 ms; a lone joiner that waited 3 ms has 5 ms left. At 100
+  // jobs/s, 0.5 more are expected in that time: not worth waiting for.
+  StepView v = Running(3);
+  v.queued = {Queued(1, 10, kT0)};
+  v.arrival_rate_hz = 100;
+  EXPECT_EQ(DecideStep(v, kT0 + milliseconds(3), Cohorts(), Flat(milliseconds(1))).reason,
+            StepReason::kJoin);
+  v.arrival_rate_hz = 250;  // 1.25 expected: gather
+  EXPECT_EQ(DecideStep(v, kT0 + milliseconds(3), Cohorts(), Flat(milliseconds(1))).reason,
+            StepReason::kGather);
+  v.arrival_rate_hz = 0;  // nothing seen arriving lately
+  EXPECT_EQ(DecideStep(v, kT0, Cohorts(), Flat(milliseconds(1))).reason, StepReason::kJoin);
 }
 
 TEST(StepPolicyTest, AnEmptySetStartsByItsTriggersNotByRuleFour) {
