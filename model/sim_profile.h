@@ -52,9 +52,10 @@ struct SimProfile {
   std::string description;
   bool estimate = false;  // true: not measured (labelled so wherever it is used)
   StageCost encoder;      // rows = jobs, len = padded tokens (prompt + tokens)
-  StageCost estimator;    // rows = estimator rows (2 x jobs with CFG, jobs for turbo), len =
-                          // padded frames; one call = one step
-  StageCost hift;         // rows = jobs of one length, len = frames (cache + emitted)
+  // rows = estimator rows (2 x jobs with CFG, jobs for turbo), len = padded
+  // frames; one call = one step.
+  StageCost estimator;
+  StageCost hift;              // rows = jobs of one length, len = frames (cache + emitted)
   double run_overhead_ms = 0;  // once per batch (host work outside the stages)
 };
 
