@@ -195,5 +195,28 @@ TEST_F(VariantServerTest, EachRefusesWhatIsShapedForTheOther) {
   }
 }
 
+// The suite's servers schedule by step; a turbo server that runs whole solves
+// (--scheduling batch, the default) streams its model's default steps too.
+TEST_F(VariantServerTest, TurboServesWholeSolveBatchesToo) {
+  config::Config c;
+  c.listen = "127.0.0.1:0";
+  c.metrics_listen = "";
+  c.model_dir = TestTurboModelDir();
+  c.scheduling = "batch";
+  auto v = model::LoadVocoder(c.model_dir, "cpu");
+  ASSERT_TRUE(v.ok()) << v.status();
+  auto s = VocoderServer::Start(c, std::move(*v));
+  ASSERT_TRUE(s.ok()) << s.status();
+  client::VocoderClient client(grpc::CreateChannel("127.0.0.1:" + std::to_string((*s)->port()),
+                                                   grpc::InsecureChannelCredentials()));
+  const auto tokens = client::DemoTokens(70, 4);
+  const auto r = client.Stream(tokens, Opts(model::kVariantTurbo));
+  ASSERT_TRUE(r.status.ok()) << r.status.error_message();
+  EXPECT_EQ(r.started.n_timesteps(), 2u);
+  EXPECT_EQ(r.started.model_variant(), model::kVariantTurbo);
+  EXPECT_EQ(r.audio.size(), tokens.size() * 960);
+  EXPECT_TRUE(r.gap_free);
+}
+
 }  // namespace
 }  // namespace vocoder::server
