@@ -66,14 +66,12 @@ absl::StatusOr<std::string> Sha256File(const std::string& path) {
 }
 
 absl::Status CheckVariantServed(const Manifest& m) {
-  if (m.variant == kVariantStandard) return absl::OkStatus();
-  return absl::FailedPreconditionError(absl::StrCat(
-      "model in ", m.dir, " is the '", m.variant,
-      "' variant (Chatterbox Turbo's meanflow decoder: 2 linear steps, end-time input r, no "
-      "CFG); this build of vocoderd does not serve the ",
-      m.variant,
-      " variant yet and will not run it as the standard model: serve a standard export "
-      "(tools/export_s3gen.py --variant standard)"));
+  if (m.variant == kVariantStandard || m.variant == kVariantTurbo) return absl::OkStatus();
+  return absl::FailedPreconditionError(
+      absl::StrCat("model in ", m.dir, " is the '", m.variant,
+                   "' variant, which this build of vocoderd does not serve (it serves standard "
+                   "and turbo) and will not run as another variant: re-export the model with "
+                   "tools/export_s3gen.py --variant standard|turbo"));
 }
 
 absl::StatusOr<Manifest> LoadManifest(const std::string& dir, bool verify_hashes,

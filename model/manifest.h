@@ -81,10 +81,17 @@ struct Manifest {
 absl::StatusOr<Manifest> ReadManifest(const std::string& dir, bool verify_hashes = true,
                                       bool require_weights = true);
 
-// OK when this build's runners serve `m.variant`; FailedPrecondition for a
-// variant the format defines but this build does not run yet (turbo), with a
-// message that says so, so an export is never run as another variant.
+// OK when this build's runners serve `m.variant` (standard and turbo: the
+// LibTorch runner and the simulator run both); FailedPrecondition for a
+// variant the format defines but the runners do not run, with a message that
+// says so, so an export is never run as another variant.
 absl::Status CheckVariantServed(const Manifest& m);
+
+// Estimator rows per job in one call: 2 with classifier-free guidance by batch
+// doubling (standard: a conditional and an unconditional row), 1 without
+// (turbo). The LibTorch runner builds its conditioning with this many copies;
+// the simulator charges this many rows.
+inline int GuidanceCopies(const Manifest& m) { return m.variant == kVariantTurbo ? 1 : 2; }
 
 // ReadManifest, then CheckVariantServed: what a runner (LoadVocoder, the
 // simulator) loads a model directory with. Same codes as ReadManifest, plus

@@ -53,8 +53,10 @@ struct SimProfile {
   std::string description;
   bool estimate = false;  // true: not measured (labelled so wherever it is used)
   StageCost encoder;      // rows = jobs, len = padded tokens (prompt + tokens)
-  StageCost estimator;    // rows = CFG rows (2 x jobs), len = padded frames; one call = one step
-  StageCost hift;         // rows = jobs of one length, len = frames (cache + emitted)
+  // rows = estimator rows (2 x jobs with CFG, jobs for turbo), len = padded
+  // frames; one call = one step.
+  StageCost estimator;
+  StageCost hift;              // rows = jobs of one length, len = frames (cache + emitted)
   double run_overhead_ms = 0;  // once per batch (host work outside the stages)
   // Run-to-run variation of a stage call's time: each call takes the
   // predicted time times a lognormal factor of mean 1 and this coefficient of

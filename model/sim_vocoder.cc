@@ -67,7 +67,7 @@ nanoseconds SimVocoder::PredictEncode(int64_t rows, int64_t padded_tokens) const
   return FromMs(profile_.encoder.PredictMs(rows, padded_tokens));
 }
 nanoseconds SimVocoder::PredictStep(int64_t rows, int64_t padded_frames) const {
-  return FromMs(profile_.estimator.PredictMs(2 * rows, padded_frames));
+  return FromMs(profile_.estimator.PredictMs(GuidanceCopies(m_) * rows, padded_frames));
 }
 nanoseconds SimVocoder::PredictHift(int64_t rows, int64_t frames) const {
   return FromMs(profile_.hift.PredictMs(rows, frames));

@@ -73,7 +73,9 @@ class SimVocoder final : public Vocoder {
   // vocoded length; Drop takes no simulated time. Each sleep is the
   // prediction times the profile's jitter factor (1 when jitter_cv is 0).
   std::chrono::nanoseconds PredictEncode(int64_t rows, int64_t padded_tokens) const;
-  std::chrono::nanoseconds PredictStep(int64_t rows, int64_t padded_frames) const;  // CFG: 2x rows
+  // `rows` jobs cost GuidanceCopies(manifest) estimator rows each: twice as
+  // many for the standard model (CFG by batch doubling), as many for turbo.
+  std::chrono::nanoseconds PredictStep(int64_t rows, int64_t padded_frames) const;
   std::chrono::nanoseconds PredictHift(int64_t rows, int64_t frames) const;
   // A whole Run of `rows` equal streaming jobs: encoder, n steps, HiFT and the
   // run overhead.

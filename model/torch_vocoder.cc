@@ -1,5 +1,8 @@
 // The LibTorch implementation of Vocoder: four traced modules (encoder,
-// estimator, HiFT source, HiFT decode) and the Euler/CFG loop in C++.
+// estimator, HiFT source, HiFT decode) and the Euler loop in C++: for the
+// standard model on the cosine schedule with CFG by batch doubling, for turbo
+// (the meanflow decoder) on the linear schedule with the end time r per row
+// and no guidance. The variant comes from the manifest.
 // The only translation unit with the model's torch code; see
 // docs/model-format.md for the algorithm it implements.
 #include <ATen/Parallel.h>
@@ -98,10 +101,12 @@ torch::ScalarType DType(const std::string& name) {
 }
 
 // The running set's device state. Each row owns a slot: index i of x and
-// index i (conditional half) and S + i (unconditional half) of the
-// CFG-doubled tensors, S = slots(). Slots are compacted (index_select on the
-// kept slots) whenever rows leave; should that copy fail, the stale slots
-// stay until the next compaction and Step runs only the rows' slots.
+// index c S + i of each of the C blocks of the conditioning tensors
+// (S = slots(), C = GuidanceCopies: 2 for the standard model, whose block 0
+// is conditional and block 1 unconditional; 1 for turbo). Slots are compacted
+// (index_select on the kept slots) whenever rows leave; should that copy
+// fail, the stale slots stay until the next compaction and Step runs only the
+// rows' slots.
 class TorchFlowBatch final : public FlowRows {
  public:
   using FlowRows::FlowRows;
@@ -109,12 +114,12 @@ class TorchFlowBatch final : public FlowRows {
   int64_t slot_frames() const { return x.defined() ? x.size(2) : 0; }
 
   torch::Tensor x;  // (S, 80, Tpad) f32: the ODE state
-  // Built once at Admit, in the flow dtype, doubled for CFG: rows [0, S)
-  // conditional, [S, 2S) unconditional (mu, spks, cond zero there).
-  torch::Tensor mask2;  // (2S, 1, Tpad)
-  torch::Tensor mu2;    // (2S, 80, Tpad)
-  torch::Tensor spks2;  // (2S, 80)
-  torch::Tensor cond2;  // (2S, 80, Tpad)
+  // Built once at Admit, in the flow dtype, C blocks of S rows: block 0
+  // conditional; with CFG block 1 unconditional (mu, spks, cond zero there).
+  torch::Tensor mask;  // (C S, 1, Tpad)
+  torch::Tensor mu;    // (C S, 80, Tpad)
+  torch::Tensor spks;  // (C S, 80)
+  torch::Tensor cond;  // (C S, 80, Tpad)
 };
 
 TorchFlowBatch* Own(FlowBatch& batch, const Vocoder* runner) {
@@ -229,7 +234,9 @@ class TorchVocoder final : public Vocoder {
         torch_device_(device.is_cuda() ? torch::Device(torch::kCUDA, device.index)
                                        : torch::Device(torch::kCPU)),
         flow_dtype_(DType(m_.estimator_dtype)),
-        encoder_dtype_(DType(m_.encoder_dtype)) {}
+        encoder_dtype_(DType(m_.encoder_dtype)),
+        copies_(GuidanceCopies(m_)),
+        guided_(copies_ == 2) {}
 
   absl::Status LoadModules() {
     TorchThreadGuard guard(TorchThreadGuard::kSide);
@@ -269,6 +276,11 @@ class TorchVocoder final : public Vocoder {
   std::optional<c10::cuda::CUDAStreamGuard> StreamGuard() const {
     if (!stream_) return std::nullopt;
     return std::make_optional<c10::cuda::CUDAStreamGuard>(*stream_);
+  }
+  // Slot indices `idx` of x as indices into the C blocks of the conditioning
+  // tensors of a set of `slots` slots.
+  torch::Tensor Blocks(const torch::Tensor& idx, int64_t slots) const {
+    return guided_ ? torch::cat({idx, idx + slots}) : idx;
   }
 
   // Encodes the new rows and merges them into the set. Builds everything in
@@ -336,49 +348,85 @@ class TorchVocoder final : public Vocoder {
                           .reshape({m_.mel_bins, B, tmax})
                           .permute({1, 0, 2})
                           .contiguous();
-    // The new rows' conditioning, CFG-doubled once.
+    // The new rows' conditioning, built once: CFG-doubled for the standard
+    // model, as is for turbo.
     const auto fd = flow_dtype_;
-    torch::Tensor mask2 = torch::cat({mask, mask}).to(fd);
-    torch::Tensor mu2 = torch::cat({mu, torch::zeros_like(mu)}).to(fd);
-    torch::Tensor spks2 = torch::cat({spks, torch::zeros_like(spks)}).to(fd);
-    torch::Tensor cond2 = torch::cat({cond, torch::zeros_like(cond)}).to(fd);
+    torch::Tensor mask_c, mu_c, spks_c, cond_c;
+    if (guided_) {
+      mask_c = torch::cat({mask, mask}).to(fd);
+      mu_c = torch::cat({mu, torch::zeros_like(mu)}).to(fd);
+      spks_c = torch::cat({spks, torch::zeros_like(spks)}).to(fd);
+      cond_c = torch::cat({cond, torch::zeros_like(cond)}).to(fd);
+    } else {
+      mask_c = mask.to(fd);
+      mu_c = mu.to(fd);
+      spks_c = spks.to(fd);
+      cond_c = cond.to(fd);
+    }
 
     const int64_t S = b.slots();
     if (S > 0) {
-      // Merge: [old | new] for x, [old cond | new cond | old uncond | new
-      // uncond] for the doubled tensors, all padded to the longer length.
+      // Merge: [old | new] for x and, block by block, [old cond | new cond
+      // (| old uncond | new uncond)] for the conditioning, all padded to the
+      // longer length.
       const int64_t frames = std::max(b.slot_frames(), tmax);
-      auto merge2 = [&](const torch::Tensor& old2, const torch::Tensor& new2) {
-        return torch::cat(
-            {PadFrames(old2.narrow(0, 0, S), frames), PadFrames(new2.narrow(0, 0, B), frames),
-             PadFrames(old2.narrow(0, S, S), frames), PadFrames(new2.narrow(0, B, B), frames)});
+      auto merge = [&](const torch::Tensor& old_c, const torch::Tensor& new_c, bool pad) {
+        std::vector<torch::Tensor> parts;
+        for (int64_t c = 0; c < copies_; ++c) {
+          torch::Tensor o = old_c.narrow(0, c * S, S), n = new_c.narrow(0, c * B, B);
+          parts.push_back(pad ? PadFrames(o, frames) : o);
+          parts.push_back(pad ? PadFrames(n, frames) : n);
+        }
+        return torch::cat(parts);
       };
       x = torch::cat({PadFrames(b.x, frames), PadFrames(x, frames)});
-      mask2 = merge2(b.mask2, mask2);
-      mu2 = merge2(b.mu2, mu2);
-      cond2 = merge2(b.cond2, cond2);
-      spks2 = torch::cat({b.spks2.narrow(0, 0, S), spks2.narrow(0, 0, B), b.spks2.narrow(0, S, S),
-                          spks2.narrow(0, B, B)});
+      mask_c = merge(b.mask, mask_c, true);
+      mu_c = merge(b.mu, mu_c, true);
+      cond_c = merge(b.cond, cond_c, true);
+      spks_c = merge(b.spks, spks_c, false);
     }
     for (int64_t i = 0; i < B; ++i) rows[i].slot = S + i;
     // Nothing below throws: the set changes only now.
     b.x = std::move(x);
-    b.mask2 = std::move(mask2);
-    b.mu2 = std::move(mu2);
-    b.spks2 = std::move(spks2);
-    b.cond2 = std::move(cond2);
+    b.mask = std::move(mask_c);
+    b.mu = std::move(mu_c);
+    b.spks = std::move(spks_c);
+    b.cond = std::move(cond_c);
     ids = b.Append(std::move(rows));
     return absl::OkStatus();
   }
 
-  // The cosine schedule of n steps exactly as the official sampler computes
-  // it, in fp32 (cached per n; GPU thread only).
+  // The variant's schedule of n steps, t_0..t_n, exactly as the official
+  // sampler computes it, in fp32: standard 1 - cos(pi/2 linspace(0, 1, n+1)),
+  // turbo linspace(0, 1, n+1) (cached per n; GPU thread only).
   const std::vector<float>& Schedule(int n) {
     auto it = schedules_.find(n);
     if (it != schedules_.end()) return it->second;
-    torch::Tensor span = 1 - torch::cos(torch::linspace(0, 1, n + 1, torch::kFloat32) * 0.5 * M_PI);
+    torch::Tensor span = torch::linspace(0, 1, n + 1, torch::kFloat32);
+    if (guided_) span = 1 - torch::cos(span * 0.5 * M_PI);
     std::vector<float> v(span.data_ptr<float>(), span.data_ptr<float>() + n + 1);
     return schedules_.emplace(n, std::move(v)).first->second;
+  }
+
+  // A row's time t, end time r (turbo's estimator input) and step dt at its
+  // next step, as the official samplers compute them so that rows match the
+  // Python sampler bit for bit. Standard (solve_euler): the recurrence
+  // t += dt, dt = t_span[k+1] - t. Turbo (basic_euler): t = t_span[k],
+  // r = t_span[k+1], dt = r - t.
+  struct StepTimes {
+    float t, r, dt;
+  };
+  StepTimes TimesAt(const FlowRow& row) {
+    const std::vector<float>& span = Schedule(row.n_timesteps);
+    const int k = row.steps;
+    if (!guided_) return {span[k], span[k + 1], span[k + 1] - span[k]};
+    float tk = span[0];
+    float dk = span[1] - span[0];
+    for (int s = 1; s <= k; ++s) {
+      tk = tk + dk;
+      dk = span[s + 1] - tk;
+    }
+    return {tk, span[k + 1], dk};
   }
 
   absl::Status StepLocked(TorchFlowBatch& b) {
@@ -391,58 +439,58 @@ class TorchVocoder final : public Vocoder {
     if (pending.empty()) return absl::OkStatus();
     const int64_t P = static_cast<int64_t>(pending.size());
     const int64_t S = b.slots();
-    // Per-row t and dt, following the official recurrence t += dt,
-    // dt = t_span[k+1] - t, so rows match the Python sampler bit for bit.
-    // One host tensor each (t already doubled for CFG), one copy each.
-    torch::Tensor t = Host({2 * P}, torch::kFloat32);
-    torch::Tensor dt = Host({P, 1, 1}, torch::kFloat32);
-    auto ta = t.accessor<float, 1>();
-    auto da = dt.accessor<float, 3>();
+    // Per-row t (repeated for each of the C blocks), r (turbo) and dt, in one
+    // host tensor [t (C P) | r (P, turbo only) | dt (P)], one copy per step.
+    const int64_t n_t = copies_ * P;
+    const int64_t n_r = guided_ ? 0 : P;
+    torch::Tensor times = Host({n_t + n_r + P}, torch::kFloat32);
+    auto ta = times.accessor<float, 1>();
     bool all_slots = P == S;
     for (int64_t i = 0; i < P; ++i) {
       const FlowRow& r = *pending[i];
       all_slots = all_slots && r.slot == i;
-      const std::vector<float>& span = Schedule(r.n_timesteps);
-      float tk = span[0];
-      float dk = span[1] - span[0];
-      for (int s = 1; s <= r.steps; ++s) {
-        tk = tk + dk;
-        dk = span[s + 1] - tk;
-      }
-      ta[i] = tk;
-      ta[P + i] = tk;
-      da[i][0][0] = dk;
+      const StepTimes st = TimesAt(r);
+      for (int64_t c = 0; c < copies_; ++c) ta[c * P + i] = st.t;
+      if (!guided_) ta[n_t + i] = st.r;
+      ta[n_t + n_r + i] = st.dt;
     }
     const auto fd = flow_dtype_;
-    const double rate = m_.cfg_rate;
-    torch::Tensor t2 = ToDevice(t).to(fd);
-    if (all_slots) {
-      // Every row pending: the doubled conditioning as built at Admit.
-      torch::Tensor x2 = torch::cat({b.x, b.x}).to(fd);
-      torch::Tensor v = estimator_.forward({x2, b.mask2, b.mu2, t2, b.spks2, b.cond2})
-                            .toTensor()
-                            .to(torch::kFloat32);
-      auto halves = v.chunk(2);
-      torch::Tensor dphi = (1.0 + rate) * halves[0] - rate * halves[1];
-      b.x = b.x + ToDevice(dt) * dphi;
-    } else {
-      // Some rows are done (or slots are stale): run the pending rows' slots.
+    torch::Tensor times_d = ToDevice(times);
+    torch::Tensor t_in = times_d.narrow(0, 0, n_t).to(fd);
+    torch::Tensor dt = times_d.narrow(0, n_t + n_r, P).view({P, 1, 1});
+    // Every row pending: the conditioning as built at Admit. Otherwise (some
+    // rows are done, or slots are stale) the pending rows' slots.
+    torch::Tensor idx;
+    torch::Tensor xs = b.x, mask = b.mask, mu = b.mu, spks = b.spks, cond = b.cond;
+    if (!all_slots) {
       torch::Tensor slots = Host({P}, torch::kInt64);
       for (int64_t i = 0; i < P; ++i) slots[i] = pending[i]->slot;
-      torch::Tensor idx = ToDevice(slots);
-      torch::Tensor idx2 = torch::cat({idx, idx + S});
-      torch::Tensor xs = b.x.index_select(0, idx);
+      idx = ToDevice(slots);
+      torch::Tensor idx_c = Blocks(idx, S);
+      xs = b.x.index_select(0, idx);
+      mask = b.mask.index_select(0, idx_c);
+      mu = b.mu.index_select(0, idx_c);
+      spks = b.spks.index_select(0, idx_c);
+      cond = b.cond.index_select(0, idx_c);
+    }
+    torch::Tensor dphi;
+    if (guided_) {
+      // CFG: the conditional and unconditional rows in one call.
       torch::Tensor x2 = torch::cat({xs, xs}).to(fd);
       torch::Tensor v =
-          estimator_
-              .forward({x2, b.mask2.index_select(0, idx2), b.mu2.index_select(0, idx2), t2,
-                        b.spks2.index_select(0, idx2), b.cond2.index_select(0, idx2)})
-              .toTensor()
-              .to(torch::kFloat32);
+          estimator_.forward({x2, mask, mu, t_in, spks, cond}).toTensor().to(torch::kFloat32);
       auto halves = v.chunk(2);
-      torch::Tensor dphi = (1.0 + rate) * halves[0] - rate * halves[1];
-      b.x = b.x.index_copy(0, idx, xs + ToDevice(dt) * dphi);
+      const double rate = m_.cfg_rate;
+      dphi = (1.0 + rate) * halves[0] - rate * halves[1];
+    } else {
+      // Turbo: one row per job, r after the six standard inputs.
+      torch::Tensor r_in = times_d.narrow(0, n_t, P).to(fd);
+      dphi = estimator_.forward({xs.to(fd), mask, mu, t_in, spks, cond, r_in})
+                 .toTensor()
+                 .to(torch::kFloat32);
     }
+    torch::Tensor next = xs + dt * dphi;
+    b.x = all_slots ? std::move(next) : b.x.index_copy(0, idx, next);
     for (FlowRow* r : pending) ++r->steps;
     return absl::OkStatus();
   }
@@ -553,10 +601,10 @@ class TorchVocoder final : public Vocoder {
     b.Remove(ids);
     if (b.rows() == 0) {
       b.x.reset();
-      b.mask2.reset();
-      b.mu2.reset();
-      b.spks2.reset();
-      b.cond2.reset();
+      b.mask.reset();
+      b.mu.reset();
+      b.spks.reset();
+      b.cond.reset();
       return;
     }
     const int64_t S = b.slots();
@@ -571,17 +619,17 @@ class TorchVocoder final : public Vocoder {
       torch::Tensor slots = Host({R}, torch::kInt64);
       for (int64_t i = 0; i < R; ++i) slots[i] = b.list()[i].slot;
       torch::Tensor idx = ToDevice(slots);
-      torch::Tensor idx2 = torch::cat({idx, idx + S});
+      torch::Tensor idx_c = Blocks(idx, S);
       torch::Tensor x = b.x.narrow(2, 0, frames).index_select(0, idx);
-      torch::Tensor mask2 = b.mask2.narrow(2, 0, frames).index_select(0, idx2);
-      torch::Tensor mu2 = b.mu2.narrow(2, 0, frames).index_select(0, idx2);
-      torch::Tensor cond2 = b.cond2.narrow(2, 0, frames).index_select(0, idx2);
-      torch::Tensor spks2 = b.spks2.index_select(0, idx2);
+      torch::Tensor mask = b.mask.narrow(2, 0, frames).index_select(0, idx_c);
+      torch::Tensor mu = b.mu.narrow(2, 0, frames).index_select(0, idx_c);
+      torch::Tensor cond = b.cond.narrow(2, 0, frames).index_select(0, idx_c);
+      torch::Tensor spks = b.spks.index_select(0, idx_c);
       b.x = std::move(x);
-      b.mask2 = std::move(mask2);
-      b.mu2 = std::move(mu2);
-      b.cond2 = std::move(cond2);
-      b.spks2 = std::move(spks2);
+      b.mask = std::move(mask);
+      b.mu = std::move(mu);
+      b.cond = std::move(cond);
+      b.spks = std::move(spks);
       for (int64_t i = 0; i < R; ++i) b.list()[i].slot = i;
       return absl::OkStatus();
     });
@@ -593,6 +641,8 @@ class TorchVocoder final : public Vocoder {
   const torch::Device torch_device_;
   const torch::ScalarType flow_dtype_;
   const torch::ScalarType encoder_dtype_;
+  const int64_t copies_;  // GuidanceCopies: estimator rows per job (2: CFG, 1: turbo)
+  const bool guided_;     // copies_ == 2: CFG by batch doubling on the cosine schedule
   torch::jit::Module encoder_, estimator_, hift_source_, hift_decode_;
   torch::Tensor flow_noise_, hift_noise_;
   std::optional<c10::cuda::CUDAStream> stream_;

@@ -8,7 +8,10 @@
 // (NewFlowBatch, Admit, Step, Retire, Drop) expose the ODE solve as a
 // *running set* of rows for step-level scheduling: rows join between Euler
 // steps, each follows its own n_timesteps schedule at its own t, and leave
-// when done (vocoded) or dropped; see docs/model-format.md.
+// when done (vocoded) or dropped; see docs/model-format.md. Both model
+// variants run through the same API (the manifest says which): standard
+// (cosine schedule, CFG by batch doubling) and turbo (linear schedule, the
+// end time r per row, no guidance: one estimator row per job).
 //
 // Thread-safety: a Vocoder is thread-compatible: one thread (the batcher's
 // GPU thread) runs batches and stages. PrepareVoice is thread-safe. A
@@ -160,8 +163,9 @@ class Vocoder {
   // Stage 1: PrepareAdmit, one encoder call for all the jobs, initial noise;
   // appends one row per job at step 0 of its own n_timesteps (re-padding the
   // set's tensors when the new rows are longer, padding the new rows when
-  // shorter). A row's CFG-doubled conditioning (mu / zeros, spks / zeros,
-  // cond / zeros) is built here, once. Returns the new rows' ids, in job
+  // shorter). A row's conditioning is built here, once: CFG-doubled for the
+  // standard model (mu / zeros, spks / zeros, cond / zeros), as is for turbo.
+  // Returns the new rows' ids, in job
   // order. The jobs need not outlive the call (Retire takes them again).
   // Errors: InvalidArgument (a bad job, or a batch of another runner),
   // ResourceExhausted, Internal; on any error the set is unchanged.
@@ -169,9 +173,10 @@ class Vocoder {
                                                    absl::Span<VocodeJob* const> jobs,
                                                    absl::Span<const int> n_timesteps) = 0;
 
-  // Stage 2: one estimator call (CFG by batch doubling) advancing every row
-  // that is not done by one Euler step, each at its own t of its own
-  // schedule. OK and no work when no row is pending. On error (InvalidArgument
+  // Stage 2: one estimator call advancing every row that is not done by one
+  // Euler step, each at its own t of its own schedule (standard: cosine, CFG
+  // by batch doubling; turbo: linear, with r = the step's end time, no
+  // doubling). OK and no work when no row is pending. On error (InvalidArgument
   // for a batch of another runner aside) the rows' ODE state is undefined:
   // the caller drops every row.
   virtual absl::Status Step(FlowBatch& batch) = 0;

@@ -16,6 +16,7 @@ void FillStarted(const EdgeLimits& l, const StreamSetup& s, const std::string& r
   started->set_samples_per_token(static_cast<uint32_t>(l.samples_per_token()));
   started->set_request_id(request_id);
   started->set_n_timesteps(s.n_timesteps);
+  started->set_model_variant(l.variant);
 }
 
 void FillTiming(const batcher::BatchInfo& info, v1::ServerTiming* t) {

@@ -19,6 +19,8 @@ EdgeLimits EdgeLimits::From(const model::Manifest& m, const config::Config& c) {
   l.token_vocab = m.token_vocab;
   l.max_row_tokens = m.max_row_tokens;
   l.default_timesteps = m.n_timesteps;
+  l.variant = m.variant;
+  l.max_timesteps = m.variant == model::kVariantTurbo ? kMaxTurboTimesteps : kMaxTimesteps;
   l.max_tokens_per_chunk = c.max_tokens_per_chunk;
   l.max_tokens_per_utterance = c.max_tokens_per_utterance;
   l.max_message_bytes = c.max_message_bytes;

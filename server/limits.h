@@ -10,6 +10,7 @@
 #define VOCODER_SERVER_LIMITS_H_
 
 #include <cstdint>
+#include <string>
 
 #include "batcher/clock.h"
 #include "config/config.h"
@@ -17,6 +18,14 @@
 #include "server/stream_session.h"
 
 namespace vocoder::server {
+
+// The most Euler steps a request may ask for. Standard: 50 (10 is the
+// default). Turbo: 4. Its meanflow decoder was distilled for 2 steps (1 is
+// the meanflow one-step case); 10, the standard model's count, is refused
+// rather than run at five times the cost, so a client written for the
+// standard model learns it reached a Turbo server (docs/model-format.md).
+inline constexpr int kMaxTimesteps = 50;
+inline constexpr int kMaxTurboTimesteps = 4;
 
 struct EdgeLimits {
   // From the manifest.
@@ -27,8 +36,10 @@ struct EdgeLimits {
   int token_vocab = 6561;
   int max_row_tokens = 2500;
   int default_timesteps = 10;
-  // The Euler solver's step range a client may ask for (config.n_timesteps).
+  // The Euler solver's step range a client may ask for (config.n_timesteps):
+  // 1..kMaxTimesteps for the standard model, 1..kMaxTurboTimesteps for turbo.
   int max_timesteps = 50;
+  std::string variant = model::kVariantStandard;  // the served model variant
 
   // From the configuration.
   int max_tokens_per_chunk = 500;

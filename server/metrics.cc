@@ -139,8 +139,8 @@ Metrics::Metrics(prometheus::Registry& r, const MetricsInfo& info)
                  .Add({{"model", info.model}})),
       step_rows_(BuildHistogram()
                      .Name("vocoder_step_running_rows")
-                     .Help("Running rows per Euler step (--scheduling step; the flow sees twice "
-                           "as many: CFG)")
+                     .Help("Running rows per Euler step (--scheduling step; a standard model's "
+                           "flow sees twice as many, CFG; a turbo model's as many)")
                      .Register(r)
                      .Add({{"model", info.model}}, PowersOfTwo(info.max_batch_size))),
       step_cap_(BuildGauge()
@@ -248,7 +248,9 @@ Metrics::Metrics(prometheus::Registry& r, const MetricsInfo& info)
             {"max_batch_size", absl::StrCat(info.max_batch_size)},
             {"max_wait_ms", absl::StrFormat("%g", info.max_wait_ms)},
             {"device", info.device},
-            {"scheduling", info.scheduling}})
+            {"scheduling", info.scheduling},
+            {"variant", info.variant},
+            {"n_timesteps", absl::StrCat(info.n_timesteps)}})
       .Set(1);
 }
 

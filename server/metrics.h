@@ -31,6 +31,8 @@ struct MetricsInfo {
   double max_wait_ms = 5;
   std::string device = "cpu";        // "cpu", "cuda" or "sim" (the simulated accelerator)
   std::string scheduling = "batch";  // "batch" or "step" (--scheduling)
+  std::string variant = "standard";  // the served model: "standard" or "turbo" (manifest)
+  int n_timesteps = 10;              // its default Euler steps (manifest)
 };
 
 // The device label of /metrics for a Vocoder::device() name ("cpu",

@@ -21,12 +21,29 @@ absl::StatusOr<StreamSetup> CheckConfig(const EdgeLimits& limits, const VoiceLoo
                                                 : absl::StrCat(static_cast<int>(c.encoding()))));
   }
   s.encoding = c.encoding();
+  const bool turbo = limits.variant == model::kVariantTurbo;
+  if (!c.model_variant().empty() && c.model_variant() != limits.variant) {
+    if (c.model_variant() != model::kVariantStandard && c.model_variant() != model::kVariantTurbo) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("config.model_variant must be \"\", \"standard\" or \"turbo\"; was \"",
+                       c.model_variant(), "\""));
+    }
+    return absl::InvalidArgumentError(
+        absl::StrCat("config.model_variant is \"", c.model_variant(),
+                     "\" but this server serves the \"", limits.variant, "\" model (",
+                     turbo ? "Chatterbox Turbo's meanflow decoder" : "Chatterbox's standard S3Gen",
+                     "); send the stream to a server of the ", c.model_variant(),
+                     " model, or leave model_variant empty to accept this one"));
+  }
   s.n_timesteps =
       c.n_timesteps() == 0 ? static_cast<uint32_t>(limits.default_timesteps) : c.n_timesteps();
   if (s.n_timesteps > static_cast<uint32_t>(limits.max_timesteps)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("config.n_timesteps must be in 1..", limits.max_timesteps, " (0 = default ",
-                     limits.default_timesteps, "); was ", c.n_timesteps()));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "config.n_timesteps must be in 1..", limits.max_timesteps, " (0 = default ",
+        limits.default_timesteps, ") for the ", limits.variant, " model; was ", c.n_timesteps(),
+        turbo ? ": this server serves Chatterbox Turbo, whose meanflow decoder was distilled "
+                "for 2 steps (10 is the standard model's count); send 0 for its default"
+              : ""));
   }
   if (c.voice_id().empty()) return absl::InvalidArgumentError("config.voice_id is required");
   auto voice = voices(c.voice_id());

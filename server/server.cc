@@ -52,7 +52,8 @@ absl::StatusOr<std::unique_ptr<VocoderServer>> VocoderServer::Start(
   s->metrics_ = std::make_unique<Metrics>(
       *s->registry_, MetricsInfo{"0.1.0", "s3gen-" + manifest.size, config.max_batch_size,
                                  static_cast<double>(config.max_wait_us) / 1000.0,
-                                 DeviceKind(s->vocoder_->device()), config.scheduling});
+                                 DeviceKind(s->vocoder_->device()), config.scheduling,
+                                 manifest.variant, manifest.n_timesteps});
   s->runner_ = std::make_unique<ModelBatchRunner>(*s->vocoder_, s->metrics_.get());
   VoiceRegistryOptions voice_options;
   voice_options.dir = config.voices_dir.empty() ? config.model_dir + "/voices" : config.voices_dir;

@@ -116,17 +116,25 @@ TEST_F(ManifestTest, ParsesTurboWithItsSamplerDefaults) {
   EXPECT_EQ(defaults->estimator_inputs.size(), 7u);
 }
 
-TEST_F(ManifestTest, RefusesToServeTurboUntilTheRunnerDoes) {
+// The runners serve turbo (issue 17): LoadManifest, what LoadVocoder and the
+// simulator load with, accepts it with its sampler defaults, and the variant
+// decides how many estimator rows a job takes.
+TEST_F(ManifestTest, LoadsTurboForTheRunners) {
   auto m = Load(R"(, "variant": "turbo")");
-  EXPECT_THAT(m, StatusIs(absl::StatusCode::kFailedPrecondition,
-                          HasSubstr("does not serve the turbo variant yet")));
-  auto read = Read(R"(, "variant": "turbo")");
-  ASSERT_TRUE(read.ok()) << read.status();
-  EXPECT_THAT(CheckVariantServed(*read),
-              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("--variant standard")));
-  auto standard = Read("");
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_EQ(m->variant, kVariantTurbo);
+  EXPECT_EQ(m->n_timesteps, 2);
+  EXPECT_EQ(m->t_schedule, "linear");
+  EXPECT_TRUE(CheckVariantServed(*m).ok());
+  EXPECT_EQ(GuidanceCopies(*m), 1);
+  auto standard = Load("");
   ASSERT_TRUE(standard.ok()) << standard.status();
   EXPECT_TRUE(CheckVariantServed(*standard).ok());
+  EXPECT_EQ(GuidanceCopies(*standard), 2);
+  Manifest other = *standard;
+  other.variant = "turbo-v2";  // one ReadManifest would refuse; never served as another
+  EXPECT_THAT(CheckVariantServed(other),
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("does not serve")));
 }
 
 TEST_F(ManifestTest, RejectsUnknownVariantsAndMismatchedSamplerFields) {

@@ -181,8 +181,8 @@ TEST(SimProfileTest, H200EstimateMatchesTheDesignArithmetic) {
 // The Turbo estimate (docs/simulator.md): the same per-row stage costs as
 // h200-estimate; a Turbo job makes 2 estimator calls of one row each (no CFG),
 // so 32 streaming jobs cost about 58 ms (about 550 real-time streams) and a
-// lone chunk about 15.5 ms. SimVocoder doubles the estimator rows and takes
-// its steps from the manifest, so the stage costs are summed here directly.
+// lone chunk about 15.5 ms: by the stage costs summed directly, and by a
+// SimVocoder on a turbo manifest.
 TEST(SimProfileTest, H200TurboEstimateMatchesTheDesignArithmetic) {
   auto turbo = LoadSimProfile("sim:h200-turbo-estimate");
   ASSERT_TRUE(turbo.ok()) << turbo.status();
@@ -199,6 +199,54 @@ TEST(SimProfileTest, H200TurboEstimateMatchesTheDesignArithmetic) {
   EXPECT_NEAR(batch_ms(32), 58, 2);
   EXPECT_NEAR(32 / (batch_ms(32) / 1e3), 553, 20);
   EXPECT_NEAR(batch_ms(1), 15.5, 1);
+  Manifest m = TinyGeometry();
+  m.variant = kVariantTurbo;
+  SimVocoder sim(m, *turbo);
+  for (int64_t jobs : {1, 32}) {
+    const double run_ms =
+        std::chrono::duration<double, std::milli>(sim.PredictRun(jobs, 303, 58, 2)).count();
+    EXPECT_NEAR(run_ms, batch_ms(jobs), 1e-3) << jobs << " jobs";
+  }
+}
+
+// A turbo model on the simulated device: Step charges one estimator row per
+// pending job (no CFG doubling), where the standard model charges two.
+TEST(SimVocoderTest, TurboStepsChargeRowsWithoutCfgDoubling) {
+  auto ms = [](double v) { return nanoseconds(std::llround(v * 1e6)); };
+  for (const char* variant : {kVariantStandard, kVariantTurbo}) {
+    SCOPED_TRACE(variant);
+    const bool turbo = std::string(variant) == kVariantTurbo;
+    FakeSimClock clock;
+    Manifest m = TinyGeometry();
+    m.variant = variant;
+    m.n_timesteps = turbo ? 2 : 10;
+    SimVocoder sim(m, Round(), &clock);
+    EXPECT_EQ(sim.PredictStep(3, 200), ms(2 + 0.001 * (turbo ? 3 : 6) * 200));
+    auto voice = sim.PrepareVoice(MakeVoice(50, 1));
+    ASSERT_TRUE(voice.ok());
+    // Rows: 50 + 53 = 103 tokens, 200 frames; 50 + 28 = 78 tokens, 150 frames.
+    VocodeJob a = Job(*voice, 53, 25, false, 8), b = Job(*voice, 28, 0, false);
+    auto batch = sim.NewFlowBatch();
+    std::vector<VocodeJob*> pa = {&a};
+    ASSERT_TRUE(sim.Admit(*batch, pa, {2}).ok());
+    ASSERT_TRUE(sim.Step(*batch).ok());
+    EXPECT_EQ(clock.sleeps.back(), ms(2 + 0.001 * (turbo ? 1 : 2) * 200));
+    std::vector<VocodeJob*> pb = {&b};
+    ASSERT_TRUE(sim.Admit(*batch, pb, {2}).ok());  // joins at step 1
+    ASSERT_TRUE(sim.Step(*batch).ok());            // 2 rows at 200 padded frames
+    EXPECT_EQ(clock.sleeps.back(), ms(2 + 0.001 * (turbo ? 2 : 4) * 200));
+    ASSERT_TRUE(sim.Step(*batch).ok());  // b alone; a is done
+    EXPECT_EQ(clock.sleeps.back(), ms(2 + 0.001 * (turbo ? 1 : 2) * 200));
+    // A whole Run: encoder, n steps of 4 rows (8 with CFG), HiFT.
+    std::vector<VocodeJob> jobs;
+    for (int i = 0; i < 4; ++i) jobs.push_back(Job(*voice, 53, 25, false, 8));
+    std::vector<VocodeJob*> ptrs;
+    for (auto& j : jobs) ptrs.push_back(&j);
+    const size_t before = clock.sleeps.size();
+    ASSERT_TRUE(sim.Run(ptrs, m.n_timesteps).ok());
+    ASSERT_EQ(clock.sleeps.size(), before + 2 + static_cast<size_t>(m.n_timesteps));
+    EXPECT_EQ(clock.sleeps[before + 1], ms(2 + 0.001 * (turbo ? 4 : 8) * 200));
+  }
 }
 
 TEST(SimVocoderTest, RunSleepsThePredictedStageTimesOnTheInjectedClock) {

@@ -1,12 +1,16 @@
 // The real model path on CPU: the tiny random-weight S3Gen exported by
 // tools/export_s3gen.py (a CTest fixture), run through the C++ runner and
-// compared with the official Python implementation's golden outputs.
+// compared with the official Python implementation's golden outputs. CTest
+// runs the suite twice: on the standard export and, as Turbo.VocoderTest.*,
+// on the turbo export (meanflow decoder); whatever differs between the two
+// (steps, schedule, guidance) comes from the manifest.
 #include "model/vocoder.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -119,10 +123,12 @@ class VocoderTest : public ::testing::Test {
     return j;
   }
 
-  static absl::Status RunAll(std::vector<VocodeJob>& jobs, int steps = 10) {
+  // steps 0: the model's default (10 standard, 2 turbo).
+  static absl::Status RunAll(std::vector<VocodeJob>& jobs, int steps = 0) {
     std::vector<VocodeJob*> ptrs;
     for (auto& j : jobs) ptrs.push_back(&j);
-    return vocoder_->Run(absl::MakeConstSpan(ptrs), steps);
+    return vocoder_->Run(absl::MakeConstSpan(ptrs),
+                         steps > 0 ? steps : vocoder_->manifest().n_timesteps);
   }
 
   static inline Vocoder* vocoder_ = nullptr;
@@ -133,6 +139,8 @@ class VocoderTest : public ::testing::Test {
 
 TEST_F(VocoderTest, GoldenCasesCoverLengthsVoicesAndFinalize) {
   ASSERT_GE(golden_.size(), 4u);
+  // The goldens ran the variant's own default schedule.
+  for (const auto& g : golden_) EXPECT_EQ(g.n_timesteps, vocoder_->manifest().n_timesteps);
   std::set<std::string> voices;
   std::set<bool> finals;
   std::set<size_t> lengths;
@@ -151,8 +159,11 @@ TEST_F(VocoderTest, MatchesOfficialImplementation) {
   for (const auto& g : golden_) {
     std::vector<VocodeJob> jobs = {JobFor(g)};
     ASSERT_TRUE(RunAll(jobs, g.n_timesteps).ok()) << g.name;
-    EXPECT_LT(RelL2(jobs[0].mel, g.mel_t), tolerance_) << g.name;
-    EXPECT_LT(RelL2(jobs[0].audio, g.wav), tolerance_) << g.name;
+    const double mel = RelL2(jobs[0].mel, g.mel_t), wav = RelL2(jobs[0].audio, g.wav);
+    std::printf("%s %s (%d steps): relative L2 mel %.3g, audio %.3g\n",
+                vocoder_->manifest().variant.c_str(), g.name.c_str(), g.n_timesteps, mel, wav);
+    EXPECT_LT(mel, tolerance_) << g.name;
+    EXPECT_LT(wav, tolerance_) << g.name;
     EXPECT_EQ(jobs[0].audio.size(), g.wav.size()) << g.name;
   }
 }
@@ -399,6 +410,40 @@ TEST_F(VocoderTest, JoiningARunningSetAtAnyStepEqualsRunningAlone) {
     EXPECT_LT(RelL2(e.job.audio, ref.audio), tolerance_);
     EXPECT_LT(RelL2(e.job.mel, ref.mel), tolerance_);
     EXPECT_EQ(e.job.source.size(), ref.source.size());
+  }
+}
+
+// A job that joins a running set at step 1 of the model's default schedule
+// (10 cosine steps with CFG for the standard model; 2 linear steps, r per
+// row, no CFG for turbo), in one estimator call with rows at another t of
+// other voices and lengths (one longer: the set re-pads), gets the audio it
+// gets alone; so do the rows it joined.
+TEST_F(VocoderTest, JoiningAtStepOneOfTheDefaultScheduleEqualsRunningAlone) {
+  const int n = vocoder_->manifest().n_timesteps;
+  ASSERT_GE(n, 2);
+  std::vector<Scripted> script = {
+      {.name = "A", .job = Synthetic("bob", 45, true, 1), .n_timesteps = n, .admit_at = 0},
+      {.name = "B", .job = Synthetic("alice", 12, false, 2), .n_timesteps = n, .admit_at = 0},
+      {.name = "J", .job = Synthetic("alice", 30, true, 5), .n_timesteps = n, .admit_at = 1},
+      {.name = "K", .job = Synthetic("bob", 70, false, 6), .n_timesteps = n, .admit_at = 1},
+  };
+  const int64_t bob = voices_.at("bob")->prompt_tokens();
+  RunScript(*vocoder_, script, [&](int step, const FlowBatch& batch) {
+    if (step != 1) return;
+    EXPECT_EQ(batch.rows(), 4);
+    EXPECT_EQ(batch.pending_rows(), 4);
+    EXPECT_EQ(batch.padded_frames(), 2 * (bob + 70) - 6) << "re-padded";
+  });
+  for (const Scripted& e : script) {
+    SCOPED_TRACE(e.name);
+    ASSERT_TRUE(e.retired);
+    std::vector<VocodeJob> ref = {e.job};
+    ref[0].audio.clear();
+    ref[0].mel.clear();
+    ASSERT_TRUE(RunAll(ref, n).ok());
+    EXPECT_EQ(e.job.audio.size(), ref[0].audio.size());
+    EXPECT_LT(RelL2(e.job.audio, ref[0].audio), tolerance_);
+    EXPECT_LT(RelL2(e.job.mel, ref[0].mel), tolerance_);
   }
 }
 

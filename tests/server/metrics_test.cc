@@ -82,6 +82,19 @@ TEST(MetricsTest, BatchesTriggersPaddingAndOutcomesAreRecorded) {
   const auto* info = Find(all, "vocoder_build_info");
   ASSERT_NE(WithLabel(*info, "max_batch_size", "8"), nullptr);
   ASSERT_NE(WithLabel(*info, "device", "cpu"), nullptr);
+  ASSERT_NE(WithLabel(*info, "variant", "standard"), nullptr);
+  ASSERT_NE(WithLabel(*info, "n_timesteps", "10"), nullptr);
+}
+
+TEST(MetricsTest, BuildInfoSaysWhichVariantIsServed) {
+  prometheus::Registry registry;
+  Metrics m(registry, MetricsInfo{"0.1.0", "s3gen-tiny", 8, 5, "cpu", "step", "turbo", 2});
+  const auto all = registry.Collect();
+  const auto* info = Find(all, "vocoder_build_info");
+  ASSERT_EQ(info->metric.size(), 1u);
+  ASSERT_NE(WithLabel(*info, "variant", "turbo"), nullptr);
+  ASSERT_NE(WithLabel(*info, "n_timesteps", "2"), nullptr);
+  EXPECT_EQ(info->metric[0].gauge.value, 1);
 }
 
 TEST(MetricsTest, VoicesAreCountedPerBatchAndPerStep) {

@@ -5,8 +5,10 @@ files: one run on a real device calibrates `--device sim:PATH.json`.
     tools/bench/fit_profile.py model.json [more.json ...] --name cpu-tiny --out profile.json
 
 Each row of a model sweep holds per-stage medians and the shapes the profile
-is keyed on: the encoder (jobs, padded tokens), one estimator call (CFG rows =
-2 x jobs, padded frames) and HiFT (jobs, cache + emitted frames). Per stage it
+is keyed on: the encoder (jobs, padded tokens), one estimator call (estimator
+rows = estimator_rows_per_job x jobs: 2 for the standard model's CFG, 1 for
+turbo; 2 when the file predates the field; padded frames) and HiFT (jobs,
+cache + emitted frames). Per stage it
 fits, by least squares on relative error (so small batches weigh as much as
 large ones),
 
@@ -42,6 +44,7 @@ def samples(docs, allow_simulated=False):
             raise ValueError(f"{path}: a --distinct-lengths sweep (HiFT per row, rows of "
                              "different lengths); fit sweeps of equal rows")
         n = doc["n_timesteps"]
+        rows_per_job = doc.get("estimator_rows_per_job", 2)
         sources.append(f"{path}: {doc['model_size']} {doc['dtype']} on {doc['device']}, "
                        f"torch {doc['torch']}, prompt {doc['prompt_tokens']} tokens")
         for r in doc["rows"]:
@@ -50,7 +53,7 @@ def samples(docs, allow_simulated=False):
                                  "vocoder-bench model")
             b = r["batch_size"]
             out["encoder"].append((b, r["padded_tokens"], r["encode_ms"]))
-            out["estimator"].append((2 * b, r["padded_frames"], r["step_ms"]))
+            out["estimator"].append((rows_per_job * b, r["padded_frames"], r["step_ms"]))
             out["hift"].append((b, r["hift_frames"], r["vocode_ms"]))
             overheads.append(r["median_ms"] - r["encode_ms"] - n * r["step_ms"] - r["vocode_ms"])
             if r.get("p95_ms") and r["median_ms"] > 0:

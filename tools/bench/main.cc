@@ -35,7 +35,10 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   model->add_option("--voice", m.voice_file,
                     "Use this voice file (MODEL/voices/NAME.pt) instead of a synthetic prompt");
-  model->add_option("--steps", m.n_timesteps, "Euler steps (CFG doubles each)")
+  model
+      ->add_option("--steps", m.n_timesteps,
+                   "Euler steps; 0 = the model's default (standard 10, CFG doubles each; "
+                   "turbo 2)")
       ->capture_default_str();
   model->add_option("--iterations", m.iterations, "Timed runs per point")->capture_default_str();
   model->add_option("--warmup", m.warmup, "Untimed runs per point")->capture_default_str();

@@ -84,11 +84,14 @@ int RunModelBench(const ModelBenchOptions& o) {
     return 2;
   }
   const model::RuntimeInfo rt = model::GetRuntimeInfo();
+  const int n_steps = o.n_timesteps > 0 ? o.n_timesteps : m.n_timesteps;
+  const int rows_per_job = model::GuidanceCopies(m);  // estimator rows per job and step
   std::printf(
-      "vocoder-bench model: %s model (%s) on %s, torch %s, %d steps + CFG, prompt %d tokens, "
+      "vocoder-bench model: %s %s model (%s) on %s, torch %s, %d steps%s, prompt %d tokens, "
       "context %d tokens, lookahead held back\n",
-      m.size.c_str(), m.estimator_dtype.c_str(), o.device.c_str(), rt.torch_version.c_str(),
-      o.n_timesteps, prompt_tokens, o.context_tokens);
+      m.size.c_str(), m.variant.c_str(), m.estimator_dtype.c_str(), o.device.c_str(),
+      rt.torch_version.c_str(), n_steps, rows_per_job == 2 ? " + CFG" : " (no CFG)", prompt_tokens,
+      o.context_tokens);
   if (model::IsSimDevice(o.device)) {
     std::printf("vocoder-bench model: SIMULATED device %s: these times are the profile's\n",
                 vocoder.device().c_str());
@@ -129,7 +132,7 @@ int RunModelBench(const ModelBenchOptions& o) {
         using SC = std::chrono::steady_clock;
         const auto t0 = SC::now();
         auto batch = vocoder.NewFlowBatch();
-        const std::vector<int> n_timesteps(ptrs.size(), o.n_timesteps);
+        const std::vector<int> n_timesteps(ptrs.size(), n_steps);
         auto row_ids = vocoder.Admit(*batch, absl::MakeConstSpan(ptrs), n_timesteps);
         absl::Status s = row_ids.status();
         const auto t1 = SC::now();
@@ -189,13 +192,14 @@ int RunModelBench(const ModelBenchOptions& o) {
     std::ofstream f(o.json_path);
     f << "{\n  \"benchmark\": \"model\",\n";
     f << absl::StrFormat(
-        "  \"model_size\": \"%s\", \"device\": \"%s\", \"dtype\": \"%s\", \"torch\": \"%s\",\n",
-        m.size, o.device, m.estimator_dtype, rt.torch_version);
+        "  \"model_size\": \"%s\", \"device\": \"%s\", \"dtype\": \"%s\", \"torch\": \"%s\",\n"
+        "  \"variant\": \"%s\", \"estimator_rows_per_job\": %d,\n",
+        m.size, o.device, m.estimator_dtype, rt.torch_version, m.variant, rows_per_job);
     f << absl::StrFormat(
         "  \"n_timesteps\": %d, \"prompt_tokens\": %d, \"context_tokens\": %d, \"gap_ms\": %d,\n"
         "  \"cache_frames\": %d, \"distinct_lengths\": %s, \"simulated\": %s,\n"
         "  \"peak_memory_kind\": \"%s\",\n  \"rows\": [\n",
-        o.n_timesteps, prompt_tokens, o.context_tokens, o.gap_ms, o.cache_frames,
+        n_steps, prompt_tokens, o.context_tokens, o.gap_ms, o.cache_frames,
         o.distinct_lengths ? "true" : "false", model::IsSimDevice(o.device) ? "true" : "false",
         device->is_cuda() ? "cuda_allocator_peak" : "process_max_rss");
     for (size_t i = 0; i < rows.size(); ++i) {

@@ -20,7 +20,7 @@ struct ModelBenchOptions {
   int context_tokens = 25;                   // left context re-vocoded per chunk
   int prompt_tokens = 250;                   // 10 s voice prompt
   std::string voice_file;  // a voice of the export (voices/NAME.pt) instead of a synthetic one
-  int n_timesteps = 10;
+  int n_timesteps = 0;     // 0: the model's default (its manifest: standard 10, turbo 2)
   int iterations = 5;
   int warmup = 1;
   // Idle time before each run: a paced stream's chunks arrive about a second

@@ -14,7 +14,7 @@
 
 int main(int argc, char** argv) {
   CLI::App app{"vocoder-client: stream demo utterances to vocoderd"};
-  std::string target = "127.0.0.1:50051", voice, wav;
+  std::string target = "127.0.0.1:50051", voice, wav, variant;
   int tokens = 150, chunk = 25, streams = 1;
   double rate = 0;
   app.add_option("--target", target,
@@ -26,6 +26,10 @@ int main(int argc, char** argv) {
   app.add_option("--rate", rate, "Tokens per second to send at (0 = as fast as possible)");
   app.add_option("--streams", streams, "Concurrent streams")->capture_default_str();
   app.add_option("--wav", wav, "Write the first stream's audio to this WAV file");
+  app.add_option("--variant", variant,
+                 "Model variant the tokens are for: standard or turbo (default: any; the "
+                 "server refuses the other with INVALID_ARGUMENT)")
+      ->check(CLI::IsMember({"", "standard", "turbo"}));
   CLI11_PARSE(app, argc, argv);
 
   std::string error;
@@ -58,6 +62,7 @@ int main(int argc, char** argv) {
       o.chunk_tokens = chunk;
       o.tokens_per_second = rate;
       o.request_id = "demo-" + std::to_string(i);
+      o.model_variant = variant;
       results[static_cast<size_t>(i)] =
           client.Stream(vocoder::client::DemoTokens(tokens, static_cast<uint64_t>(i)), o);
     });
@@ -85,6 +90,10 @@ int main(int argc, char** argv) {
     const auto& first = results.front();
     std::printf("streams: %d ok, %d failed; %d tokens each in chunks of %d%s\n", streams - failed,
                 failed, tokens, chunk, rate > 0 ? " (paced)" : "");
+    if (first.status.ok()) {
+      std::printf("model: %s, %u Euler steps\n", first.started.model_variant().c_str(),
+                  first.started.n_timesteps());
+    }
     std::printf("time to first audio: p50 %.1f ms, max %.1f ms\n", ttfa[ttfa.size() / 2] * 1e3,
                 ttfa.back() * 1e3);
     std::printf("real-time factor (wall / audio, all streams): %.3f  (audio %.2f s in %.2f s)\n",

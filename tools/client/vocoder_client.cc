@@ -90,6 +90,7 @@ StreamResult VocoderClient::Stream(const std::vector<int64_t>& tokens, const Str
     config.mutable_config()->set_encoding(o.encoding);
     config.mutable_config()->set_n_timesteps(o.n_timesteps);
     config.mutable_config()->set_request_id(o.request_id);
+    config.mutable_config()->set_model_variant(o.model_variant);
     if (!stream->Write(config)) return;
     const size_t step = static_cast<size_t>(std::max(1, o.chunk_tokens));
     uint64_t seq = 0;

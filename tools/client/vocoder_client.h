@@ -28,6 +28,9 @@ struct StreamOptions {
   v1::AudioEncoding encoding = v1::PCM_F32LE;
   uint32_t n_timesteps = 0;  // 0 = server default
   std::string request_id;
+  // "" = any; "standard" or "turbo": the server refuses the stream
+  // (INVALID_ARGUMENT) when it serves the other model variant.
+  std::string model_variant;
   int chunk_tokens = 25;
   double tokens_per_second = 0;           // 0 = send as fast as possible
   std::chrono::milliseconds deadline{0};  // 0 = none
