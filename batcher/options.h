@@ -32,8 +32,9 @@ enum class Scheduling {
 const char* SchedulingName(Scheduling scheduling);
 
 struct BatcherOptions {
-  // Jobs per batch. The flow estimator runs classifier-free guidance by
-  // doubling the batch, so the GPU sees 2 * max_batch_size rows.
+  // Jobs per batch. The standard model's estimator runs classifier-free
+  // guidance by doubling the batch, so its GPU sees 2 * max_batch_size rows
+  // (Turbo's sees max_batch_size: no guidance).
   int max_batch_size = 32;
   // Padded tokens per batch (rows x longest row's cost); 0 = no budget.
   int64_t max_batch_tokens = 0;

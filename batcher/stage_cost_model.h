@@ -3,7 +3,7 @@
 // and pick the number of running rows that maximises throughput:
 //
 //   encoder(rows, longest) = a + b x            (x = rows * longest tokens)
-//   step(rows, longest)    = a + b x + c x^2    (one Euler step, CFG included)
+//   step(rows, longest)    = a + b x + c x^2    (one Euler step, CFG rows if any)
 //   hift(rows, longest)    = a + b x
 //
 // each fitted by exponentially weighted least squares over measured calls
