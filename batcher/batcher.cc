@@ -236,6 +236,24 @@ QueueView Batcher::BuildView(std::vector<std::vector<Job*>>& group_jobs) const {
   return view;
 }
 
+void Batcher::NoteOomSplit(int size) {
+  {
+    MutexLock lock(stats_mu_);
+    ++stats_.oom_splits;
+  }
+  if (observer_ != nullptr) observer_->OnOutOfMemorySplit(size);
+}
+
+absl::Status Batcher::TooBigAlone(const Job& job, const absl::Status& oom) {
+  // The same chunk would fail the same way on every retry, so not
+  // ResourceExhausted (which clients retry).
+  return absl::FailedPreconditionError(absl::StrCat(
+      "this chunk does not fit in device memory even in a batch of its own (", job.cost(),
+      " tokens with the voice prompt); retrying it will fail again: send shorter chunks or "
+      "use a shorter voice prompt (",
+      oom.message(), ")"));
+}
+
 void Batcher::RunBatch(std::vector<Job*> jobs, Trigger trigger, bool allow_bisect) {
   const TimePoint start = clock_.Now();
   absl::Status status;
@@ -284,23 +302,13 @@ void Batcher::RunBatch(std::vector<Job*> jobs, Trigger trigger, bool allow_bisec
       // Out of device memory (the BatchRunner contract): the batch does not
       // fit. Run its halves, each split again if it still does not fit, so
       // only a job that does not fit alone fails.
-      {
-        MutexLock lock(stats_mu_);
-        ++stats_.oom_splits;
-      }
-      if (observer_ != nullptr) observer_->OnOutOfMemorySplit(static_cast<int>(jobs.size()));
+      NoteOomSplit(static_cast<int>(jobs.size()));
       const auto mid = jobs.begin() + static_cast<std::ptrdiff_t>(jobs.size() / 2);
       RunBatch(std::vector<Job*>(jobs.begin(), mid), trigger, allow_bisect);
       RunBatch(std::vector<Job*>(mid, jobs.end()), trigger, allow_bisect);
       return;
     }
-    // Alone and still too big: the same chunk would fail the same way on
-    // every retry, so not ResourceExhausted (which clients retry).
-    status = absl::FailedPreconditionError(absl::StrCat(
-        "this chunk does not fit in device memory even in a batch of its own (", jobs[0]->cost(),
-        " tokens with the voice prompt); retrying it will fail again: send shorter chunks or "
-        "use a shorter voice prompt (",
-        status.message(), ")"));
+    status = TooBigAlone(*jobs[0], status);
   }
   if (!status.ok() && allow_bisect && jobs.size() > 1) {
     // Isolate a poison job: each half runs once more, without further bisection.

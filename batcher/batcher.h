@@ -149,6 +149,11 @@ class Batcher {
   QueueView BuildView(std::vector<std::vector<Job*>>& group_jobs) const;
   void RunPlan(const Decision& decision, const std::vector<std::vector<Job*>>& group_jobs);
   void RunBatch(std::vector<Job*> jobs, Trigger trigger, bool allow_bisect);
+  // Both loops, when jobs ran out of device memory: counts a split of `size`
+  // jobs into halves (stats, observer); and the error for a job that ran out
+  // alone (`oom` the runner's ResourceExhausted).
+  void NoteOomSplit(int size);
+  static absl::Status TooBigAlone(const Job& job, const absl::Status& oom);
   void Settle(Job* job, const absl::Status& status, const BatchInfo& info, JobOutcome outcome);
   void RemovePending(const std::vector<Job*>& jobs);
   // Stopping only: nothing pending and no accepted Submit can still land
@@ -173,7 +178,7 @@ class Batcher {
     Trigger trigger = Trigger::kJoin;
   };
   void StepLoop();
-  StepView BuildStepView(std::vector<Job*>& candidates, bool draining) const;
+  StepView BuildStepView(std::vector<Job*>& candidates, bool draining, TimePoint now) const;
   void SweepRunning(TimePoint now);
   void AdmitJobs(std::vector<Job*> jobs, Trigger trigger, bool allow_bisect,
                  std::vector<Job*>& deferred);

@@ -31,12 +31,12 @@ int64_t Longest(absl::Span<Job* const> jobs) {
 
 }  // namespace
 
-StepView Batcher::BuildStepView(std::vector<Job*>& candidates, bool draining) const {
+StepView Batcher::BuildStepView(std::vector<Job*>& candidates, bool draining, TimePoint now) const {
   StepView view;
   view.active_streams = active_streams_.load(std::memory_order_relaxed);
   view.last_arrival = last_arrival_;
   view.last_join = last_join_;
-  view.arrival_rate_hz = arrivals_.PerSecond(clock_.Now());
+  view.arrival_rate_hz = arrivals_.PerSecond(now);
   view.draining = draining;
   std::set<uint64_t> seen_streams;
   for (const Row& r : running_) {
@@ -123,11 +123,7 @@ void Batcher::AdmitJobs(std::vector<Job*> jobs, Trigger trigger, bool allow_bise
   const auto mid = jobs.begin() + static_cast<std::ptrdiff_t>(jobs.size() / 2);
   if (status.code() == absl::StatusCode::kResourceExhausted) {
     if (size > 1) {
-      {
-        MutexLock lock(stats_mu_);
-        ++stats_.oom_splits;
-      }
-      if (observer_ != nullptr) observer_->OnOutOfMemorySplit(size);
+      NoteOomSplit(size);
       AdmitJobs(std::vector<Job*>(jobs.begin(), mid), trigger, allow_bisect, deferred);
       AdmitJobs(std::vector<Job*>(mid, jobs.end()), trigger, allow_bisect, deferred);
       return;
@@ -138,11 +134,7 @@ void Batcher::AdmitJobs(std::vector<Job*> jobs, Trigger trigger, bool allow_bise
       deferred.push_back(jobs[0]);
       return;
     }
-    status = absl::FailedPreconditionError(absl::StrCat(
-        "this chunk does not fit in device memory even in a batch of its own (", jobs[0]->cost(),
-        " tokens with the voice prompt); retrying it will fail again: send shorter chunks or "
-        "use a shorter voice prompt (",
-        status.message(), ")"));
+    status = TooBigAlone(*jobs[0], status);
   }
   if (!status.ok() && allow_bisect && size > 1) {
     AdmitJobs(std::vector<Job*>(jobs.begin(), mid), trigger, false, deferred);
@@ -238,7 +230,7 @@ void Batcher::StepLoop() {
     }
 
     std::vector<Job*> candidates;
-    const StepView view = BuildStepView(candidates, stopping);
+    const StepView view = BuildStepView(candidates, stopping, now);
     const StepDecision decision = DecideStep(view, now, options_, stage_cost_);
     if (decision.wait) {
       WaitUntil(decision.wait_until, view.active_streams);

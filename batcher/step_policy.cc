@@ -15,6 +15,13 @@ double Waste(int64_t rows, int64_t longest, int64_t real) {
   return padded <= 0 ? 0.0 : 1.0 - static_cast<double>(real) / static_cast<double>(padded);
 }
 
+// A candidate's time from admission to its audio: the encoder call it is
+// admitted in, its own n steps at `step` each, its HiFT.
+Duration Solve(const StepCandidate& c, Duration encoder, Duration step,
+               const StageCostModel& cost) {
+  return encoder + c.n_timesteps * step + cost.Hift(1, c.cost);
+}
+
 // Rule 1: when an empty running set starts, as Decide's triggers. nullopt
 // means wait until *wait_until.
 std::optional<Trigger> StartTrigger(const StepView& view, const std::vector<int>& order,
@@ -43,8 +50,7 @@ std::optional<Trigger> StartTrigger(const StepView& view, const std::vector<int>
   const Duration step = cost.Step(rows, longest);
   for (int i = 0; i < rows; ++i) {
     const StepCandidate& c = view.queued[order[i]];
-    const Duration solve = encoder + c.n_timesteps * step + cost.Hift(1, c.cost);
-    latest_start = std::min(latest_start, Minus(c.deadline, solve));
+    latest_start = std::min(latest_start, Minus(c.deadline, Solve(c, encoder, step, cost)));
   }
   const TimePoint max_wait_at = Plus(oldest, o.max_wait);
   const TimePoint idle_at = Plus(view.last_arrival, o.idle_grace);
@@ -74,8 +80,7 @@ bool JoinNow(const StepView& view, const std::vector<int>& admit, TimePoint now,
   for (int i : admit) {
     const StepCandidate& c = view.queued[i];
     if (c.deadline != kNever) {
-      const Duration solve = encoder + c.n_timesteps * step + cost.Hift(1, c.cost);
-      if (Plus(now, step_now + solve) > c.deadline) return true;
+      if (Plus(now, step_now + Solve(c, encoder, step, cost)) > c.deadline) return true;
     }
     waited += now - std::min(now, std::max(c.enqueued, view.last_join));
   }
