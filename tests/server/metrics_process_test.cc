@@ -17,7 +17,7 @@
 #include <vector>
 
 #include "tests/testing/raw_http.h"
-#include "tests/testing/test_model.h"
+#include "tests/testing/vocoderd_process.h"
 
 namespace vocoder {
 namespace {
@@ -39,26 +39,11 @@ bool WaitFor(pid_t pid, int* status, std::chrono::steady_clock::duration limit) 
 }
 
 TEST(VocoderdMetricsProcessTest, StuckMetricsClientsHoldNeitherScrapesNorShutdown) {
-  const char* bin = std::getenv("VOCODERD_BIN");
-  if (bin == nullptr) bin = VOCODERD_BIN_PATH;
-  int out[2];
-  ASSERT_EQ(pipe(out), 0);
-  const pid_t pid = fork();
-  if (pid == 0) {
-    dup2(out[1], 1);
-    close(out[0]);
-    const std::string dir = "--model-dir=" + testing::TestModelDir();
-    execl(bin, bin, "--listen=127.0.0.1:0", "--metrics-listen=127.0.0.1:0", dir.c_str(),
-          "--drain-grace-s=30", static_cast<char*>(nullptr));
-    _exit(127);
-  }
-  close(out[1]);
-  std::string line;
-  char c;
-  while (read(out[0], &c, 1) == 1 && c != '\n') line += c;
-  const auto at = line.find("metrics on port ");
-  ASSERT_NE(at, std::string::npos) << "vocoderd printed: " << line;
-  const int mport = std::atoi(line.c_str() + at + 16);
+  const testing::VocoderdProcess proc = testing::StartVocoderd(VOCODERD_BIN_PATH, 30);
+  ASSERT_GT(proc.pid, 0);
+  const pid_t pid = proc.pid;
+  const int mport = testing::PortAfter(proc.line, "metrics on port ");
+  ASSERT_GE(mport, 0) << "vocoderd printed: " << proc.line;
 
   std::atomic<bool> stop{false};
   std::promise<void> slow_connected;

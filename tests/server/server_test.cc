@@ -21,6 +21,7 @@
 #include "google/rpc/status.pb.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "tests/testing/test_model.h"
+#include "tests/testing/vocoderd_process.h"
 #include "tests/testing/wait.h"
 #include "tools/client/vocoder_client.h"
 
@@ -487,26 +488,11 @@ TEST_F(ServerTest, DrainFinishesActiveStreamsAndRefusesNewOnes) {
 // The real binary: SIGTERM while a stream is active -> it completes, the
 // process exits 0.
 TEST(VocoderdProcessTest, SigtermDrainsAndExitsZero) {
-  const char* bin = std::getenv("VOCODERD_BIN");
-  if (bin == nullptr) bin = VOCODERD_BIN_PATH;
-  int out[2];
-  ASSERT_EQ(pipe(out), 0);
-  const pid_t pid = fork();
-  if (pid == 0) {
-    dup2(out[1], 1);
-    close(out[0]);
-    const std::string dir = "--model-dir=" + TestModelDir();
-    execl(bin, bin, "--listen=127.0.0.1:0", "--metrics-listen=127.0.0.1:0", dir.c_str(),
-          "--drain-grace-s=20", static_cast<char*>(nullptr));
-    _exit(127);
-  }
-  close(out[1]);
-  std::string line;
-  char c;
-  while (read(out[0], &c, 1) == 1 && c != '\n') line += c;
-  const auto at = line.find("port ");
-  ASSERT_NE(at, std::string::npos) << "vocoderd printed: " << line;
-  const int port = std::atoi(line.c_str() + at + 5);
+  const testing::VocoderdProcess proc = testing::StartVocoderd(VOCODERD_BIN_PATH, 20);
+  ASSERT_GT(proc.pid, 0);
+  const pid_t pid = proc.pid;
+  const int port = testing::PortAfter(proc.line, "port ");
+  ASSERT_GE(port, 0) << "vocoderd printed: " << proc.line;
   client::VocoderClient client(
       grpc::CreateChannel("127.0.0.1:" + std::to_string(port), grpc::InsecureChannelCredentials()));
   // The stream is admitted (its `started` came back) before the signal, and
@@ -550,26 +536,11 @@ TEST(VocoderdProcessTest, SigtermDrainsAndExitsZero) {
 // second SIGTERM ends the drain at once: the stream gets UNAVAILABLE and the
 // process exits 0 (before the fix it waited out the grace).
 TEST(VocoderdProcessTest, SecondSigtermEndsTheDrainAtOnce) {
-  const char* bin = std::getenv("VOCODERD_BIN");
-  if (bin == nullptr) bin = VOCODERD_BIN_PATH;
-  int out[2];
-  ASSERT_EQ(pipe(out), 0);
-  const pid_t pid = fork();
-  if (pid == 0) {
-    dup2(out[1], 1);
-    close(out[0]);
-    const std::string dir = "--model-dir=" + TestModelDir();
-    execl(bin, bin, "--listen=127.0.0.1:0", "--metrics-listen=127.0.0.1:0", dir.c_str(),
-          "--drain-grace-s=600", static_cast<char*>(nullptr));
-    _exit(127);
-  }
-  close(out[1]);
-  std::string line;
-  char c;
-  while (read(out[0], &c, 1) == 1 && c != '\n') line += c;
-  const auto at = line.find("port ");
-  ASSERT_NE(at, std::string::npos) << "vocoderd printed: " << line;
-  const int port = std::atoi(line.c_str() + at + 5);
+  const testing::VocoderdProcess proc = testing::StartVocoderd(VOCODERD_BIN_PATH, 600);
+  ASSERT_GT(proc.pid, 0);
+  const pid_t pid = proc.pid;
+  const int port = testing::PortAfter(proc.line, "port ");
+  ASSERT_GE(port, 0) << "vocoderd printed: " << proc.line;
   client::VocoderClient client(
       grpc::CreateChannel("127.0.0.1:" + std::to_string(port), grpc::InsecureChannelCredentials()));
   grpc::ClientContext ctx;
